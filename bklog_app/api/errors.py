@@ -1,0 +1,60 @@
+"""One error body for the whole API: {"type", "code", "detail", "attr"}."""
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+TYPES = {
+    status.HTTP_400_BAD_REQUEST: "validation_error",
+    status.HTTP_401_UNAUTHORIZED: "authentication_error",
+    status.HTTP_403_FORBIDDEN: "authentication_error",
+    status.HTTP_404_NOT_FOUND: "invalid_request",
+    status.HTTP_405_METHOD_NOT_ALLOWED: "invalid_request",
+    status.HTTP_429_TOO_MANY_REQUESTS: "throttled_error",
+}
+
+
+def exception_handler(exc, context):
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    type_ = TYPES.get(response.status_code, "server_error" if response.status_code >= 500 else "invalid_request")
+    if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, dict):
+        attr, detail = _first_error(exc.detail)
+        code = _first_code(exc.get_codes(), attr)
+    else:
+        attr = None
+        detail = exc.detail if isinstance(getattr(exc, "detail", None), str) else str(getattr(exc, "detail", exc))
+        code = getattr(getattr(exc, "detail", None), "code", None) or getattr(exc, "default_code", "error")
+        if isinstance(exc, exceptions.ValidationError):
+            detail = "; ".join(str(item) for item in exc.detail) if isinstance(exc.detail, list) else str(exc.detail)
+            code = "invalid_input"
+    body = {"type": type_, "code": str(code), "detail": str(detail), "attr": attr}
+    return Response(body, status=response.status_code, headers=_headers(response))
+
+
+def _first_error(detail: dict, prefix: str = "") -> tuple[str, str]:
+    for key, value in detail.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            return _first_error(value, name + "__")
+        if isinstance(value, list) and value:
+            first = value[0]
+            if isinstance(first, dict):
+                return _first_error(first, name + "__")
+            return name, str(first)
+        return name, str(value)
+    return "", "Invalid input."
+
+
+def _first_code(codes, attr: str) -> str:
+    for part in attr.split("__") if attr else []:
+        if isinstance(codes, dict):
+            codes = codes.get(part, codes)
+        while isinstance(codes, list) and codes:
+            codes = codes[0]
+    return codes if isinstance(codes, str) else "invalid_input"
+
+
+def _headers(response: Response) -> dict:
+    return {key: value for key, value in response.items() if key in ("WWW-Authenticate", "Retry-After", "Allow")}

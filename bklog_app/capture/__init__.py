@@ -1,0 +1,1 @@
+"""The PostHog-compatible capture API: decode a request, check it, enqueue one message."""

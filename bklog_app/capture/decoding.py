@@ -1,0 +1,216 @@
+"""Turn a capture request into a list of raw events, the way PostHog's capture endpoint does.
+
+The body may arrive raw, as form field `data`, or as query parameter `data`; gzipped (by
+header, by flag, or just by its magic bytes); as JSON or as base64 of JSON. This module knows
+nothing of projects or queues: it only decodes and checks shape.
+"""
+
+import base64
+import binascii
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import orjson
+
+from bklog_app.capture.errors import CaptureError, invalid_payload, no_data, payload_too_large
+
+GZIP_MAGIC = b"\x1f\x8b"
+RAW_BODY_CONTENT_TYPES = {"", "text/plain", "application/json"}
+MAX_DISTINCT_ID_LENGTH = 200
+
+
+@dataclass
+class DecodedCapture:
+    events: list[dict[str, Any]]
+    token: str | None
+    sent_at: str | None
+    skipped: int = 0
+    historical_migration: bool = False
+    form: dict[str, str] = field(default_factory=dict)
+
+
+def decode_request(request, *, limit: int, force_event: str | None = None) -> DecodedCapture:
+    """Decode and check a capture request; raise CaptureError with the status to answer."""
+    data, form = _read_data(request, limit)
+    compression = request.GET.get("compression") or form.get("compression") or ""
+    content_encoding = request.headers.get("Content-Encoding", "")
+    if compression in ("gzip", "gzip-js") or "gzip" in content_encoding or data[:2] == GZIP_MAGIC:
+        data = _gunzip(data, limit)
+    payload = _parse_json_or_base64(data, limit)
+
+    if isinstance(payload, dict) and "batch" in payload:
+        raw_events = payload["batch"]
+        body = payload
+    elif isinstance(payload, dict):
+        raw_events = [payload]
+        body = payload
+    elif isinstance(payload, list):
+        raw_events = payload
+        body = {}
+    else:
+        raise invalid_payload("The payload must be an event object, a list of events, or {\"batch\": [...]}.")
+    if not isinstance(raw_events, list):
+        raise invalid_payload("'batch' must be a list of events.", attr="batch")
+    if not raw_events:
+        raise no_data("The request holds no events.")
+    for index, raw in enumerate(raw_events):
+        if not isinstance(raw, dict):
+            raise invalid_payload(f"Event {index} is not a JSON object.", attr="batch")
+
+    token = _find_token(request, form, body, raw_events)
+    events, skipped = _check_events(raw_events, force_event)
+    sent_at = body.get("sent_at") if isinstance(body.get("sent_at"), str) else None
+    if sent_at is None and request.GET.get("_"):
+        sent_at = _epoch_to_iso(request.GET["_"])
+    return DecodedCapture(
+        events=events,
+        token=token,
+        sent_at=sent_at,
+        skipped=skipped,
+        historical_migration=bool(body.get("historical_migration")),
+        form=form,
+    )
+
+
+def _read_data(request, limit: int) -> tuple[bytes, dict[str, str]]:
+    declared = request.META.get("CONTENT_LENGTH")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise payload_too_large(limit)
+    if request.method == "GET":
+        data = request.GET.get("data", "")
+        return data.encode(), {}
+    content_type = request.content_type or ""
+    if content_type in RAW_BODY_CONTENT_TYPES:
+        body = request.body
+        if len(body) > limit:
+            raise payload_too_large(limit)
+        if not body:
+            raise no_data()
+        return body, {}
+    form = {key: request.POST.get(key) for key in request.POST}
+    data = form.get("data") or ""
+    if not data:
+        raise no_data()
+    # Form values are text; gzip bytes that travelled in a form field come back as latin-1.
+    return data.encode("latin-1", errors="surrogateescape") if data[:2] == "\x1f\x8b" else data.encode(), form
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    # A small body may expand a lot; refuse anything that grows past ten times the limit.
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit * 10)
+    except zlib.error as exc:
+        raise invalid_payload(f"The body could not be gunzipped: {exc}.") from None
+    if inflater.unconsumed_tail:
+        raise payload_too_large(limit)
+    return out
+
+
+def _parse_json_or_base64(data: bytes, limit: int) -> Any:
+    parsed = _parse_json(data)
+    if parsed is not _INVALID:
+        return parsed
+    try:
+        text = data.decode("ascii").strip().replace(" ", "+")
+        decoded = base64.b64decode(text + "=" * (-len(text) % 4), validate=False)
+    except (UnicodeDecodeError, binascii.Error, ValueError):
+        decoded = b""
+    if decoded[:2] == GZIP_MAGIC:
+        decoded = _gunzip(decoded, limit)
+    parsed = _parse_json(decoded) if decoded else _INVALID
+    if parsed is _INVALID:
+        raise invalid_payload("The body is neither JSON nor base64-encoded JSON.")
+    return parsed
+
+
+_INVALID = object()
+
+
+def _parse_json(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses NaN and Infinity, which browsers' SDKs can send; the standard library
+    # reads them, and they are stored as null.
+    try:
+        return json.loads(data, parse_constant=lambda _: None)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return _INVALID
+
+
+def _find_token(request, form: dict, body: dict, events: list[dict]) -> str | None:
+    candidates = (
+        request.GET.get("token"),
+        request.GET.get("api_key"),
+        form.get("api_key"),
+        form.get("token"),
+        body.get("api_key"),
+        body.get("token"),
+        body.get("$token"),
+        (events[0].get("properties") or {}).get("token") if isinstance(events[0].get("properties"), dict) else None,
+    )
+    for candidate in candidates:
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip()
+    return None
+
+
+def _check_events(raw_events: list[dict], force_event: str | None) -> tuple[list[dict], int]:
+    events, skipped = [], 0
+    for index, event in enumerate(raw_events):
+        if force_event:
+            event["event"] = force_event
+        if not event.get("event"):
+            skipped += 1
+            continue
+        properties = event.get("properties")
+        if properties is None:
+            properties = event["properties"] = {}
+        elif not isinstance(properties, dict):
+            raise invalid_payload(f"Event {index}: 'properties' must be an object.", attr="properties")
+        event["distinct_id"] = _distinct_id(event, properties, index)
+        if event.get("uuid") is not None:
+            try:
+                event["uuid"] = str(UUID(str(event["uuid"])))
+            except ValueError:
+                raise invalid_payload(
+                    f"Event {index}: 'uuid' is not a valid UUID: {str(event['uuid'])[:64]!r}.",
+                    attr="uuid",
+                ) from None
+        events.append(event)
+    return events, skipped
+
+
+def _distinct_id(event: dict, properties: dict, index: int) -> str:
+    for candidate in (event.get("$distinct_id"), properties.get("distinct_id"), event.get("distinct_id")):
+        if candidate is None:
+            continue
+        text = candidate if isinstance(candidate, str) else orjson.dumps(candidate).decode() if isinstance(candidate, (dict, list)) else str(candidate)
+        if text.strip():
+            return text[:MAX_DISTINCT_ID_LENGTH]
+        raise invalid_payload(f"Event {index}: 'distinct_id' is blank.", attr="distinct_id")
+    raise invalid_payload(
+        f"Event {index}: 'distinct_id' is missing; send it as distinct_id, $distinct_id or "
+        "properties.distinct_id.",
+        attr="distinct_id",
+    )
+
+
+def _epoch_to_iso(value: str) -> str | None:
+    from datetime import UTC, datetime
+
+    if not value.isdigit():
+        return None
+    seconds = int(value) / 1000 if len(value) > 11 else int(value)
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+__all__ = ["CaptureError", "DecodedCapture", "decode_request"]

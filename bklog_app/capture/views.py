@@ -1,0 +1,125 @@
+"""The capture endpoints: decode, authenticate by project token, rate-limit, enqueue, answer.
+
+A 200 means the request's events are in Redis as one Celery message. If Redis does not take
+the message, the answer is 503 and nothing was enqueued, so the SDK's retry is safe.
+"""
+
+import ipaddress
+from datetime import UTC, datetime
+
+import orjson
+import structlog
+from django.conf import settings
+from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from kombu.exceptions import OperationalError as BrokerError
+
+from bklog_app.capture.decoding import decode_request
+from bklog_app.capture.errors import CaptureError, invalid_api_key, missing_api_key, rate_limited, server_error
+from pipeline.ingestion.projects import project_for_token
+from pipeline.ingestion.tasks import enqueue_capture
+from pipeline.redis import REDIS_ERRORS, get_redis
+
+logger = structlog.get_logger(__name__)
+
+BATCH_PATHS = ("batch",)
+ACCEPTED = orjson.dumps({"status": 1})
+
+
+@csrf_exempt
+def capture(request, endpoint: str = "e"):
+    if request.method == "OPTIONS":
+        return _cors(request, HttpResponse(status=204))
+    if request.method not in ("GET", "POST"):
+        return _cors(request, _json(405, {"type": "validation_error", "code": "method_not_allowed", "detail": "Use POST (or GET with ?data=).", "attr": None}))
+    try:
+        _capture(request, endpoint)
+    except CaptureError as error:
+        if error.status >= 500:
+            logger.error("capture refused", status=error.status, code=error.code, detail=error.detail)
+        return _cors(request, _json(error.status, error.body()))
+    return _cors(request, HttpResponse(ACCEPTED, content_type="application/json"))
+
+
+def _capture(request, endpoint: str) -> None:
+    limit = settings.CAPTURE_MAX_BATCH_BYTES if endpoint in BATCH_PATHS else settings.CAPTURE_MAX_EVENT_BYTES
+    decoded = decode_request(request, limit=limit, force_event="$identify" if endpoint == "engage" else None)
+    if decoded.token is None:
+        raise missing_api_key()
+    try:
+        project = project_for_token(decoded.token)
+    except Exception as exc:
+        raise server_error(f"The project database is unavailable ({type(exc).__name__}); retry later.") from exc
+    if project is None:
+        raise invalid_api_key()
+    if not decoded.events:
+        return  # every event lacked a name: nothing to store, and nothing wrong
+    if project.rate_limit_per_minute:
+        _check_rate_limit(project.id, project.rate_limit_per_minute, len(decoded.events))
+    now = datetime.now(UTC)
+    try:
+        enqueue_capture(
+            token=decoded.token,
+            project_id=project.id,
+            events=decoded.events,
+            ip=client_ip(request),
+            now=now.isoformat(timespec="milliseconds"),
+            sent_at=decoded.sent_at,
+        )
+    except (BrokerError, *REDIS_ERRORS, OSError) as exc:
+        raise server_error(
+            f"The event queue (Redis) did not accept the events ({exc}); nothing was stored. Retry later."
+        ) from exc
+
+
+def _check_rate_limit(project_id: int, per_minute: int, events: int) -> None:
+    window = int(datetime.now(UTC).timestamp() // 60)
+    key = f"bklog:ratelimit:{project_id}:{window}"
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.incrby(key, events)
+        pipe.expire(key, 120)
+        count, _ = pipe.execute()
+    except REDIS_ERRORS as exc:
+        raise server_error(f"The event queue (Redis) is unavailable ({exc}); retry later.") from exc
+    if count > per_minute:
+        raise rate_limited(per_minute)
+
+
+def client_ip(request) -> str | None:
+    """The socket peer, or the X-Forwarded-For address a trusted proxy reported for it."""
+    peer = request.META.get("REMOTE_ADDR")
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR")
+    if not forwarded or not _is_trusted(peer):
+        return peer
+    # Walk from the nearest hop back; the first address not a trusted proxy is the client.
+    for hop in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
+        if not _is_trusted(hop):
+            return hop
+    return peer
+
+
+def _is_trusted(address: str | None) -> bool:
+    if not address or not settings.CAPTURE_TRUSTED_PROXIES:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(proxy, strict=False) for proxy in settings.CAPTURE_TRUSTED_PROXIES)
+
+
+def _json(status: int, body: dict) -> HttpResponse:
+    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _cors(request, response: HttpResponse) -> HttpResponse:
+    """Browsers' SDKs post from other origins, with credentials."""
+    origin = request.headers.get("Origin")
+    if origin:
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Allow-Credentials"] = "true"
+        response["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+        response["Access-Control-Allow-Headers"] = "X-Requested-With, Content-Type, Content-Encoding"
+        response["Vary"] = "Origin"
+    return response

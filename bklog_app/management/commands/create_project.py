@@ -1,0 +1,24 @@
+import json
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from bklog_app.models import Organization, Project
+
+
+class Command(BaseCommand):
+    help = "Create a project (and its organization if needed); print its id and capture token."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--org", default="Default", help="Organization name (created if missing).")
+        parser.add_argument("--json", action="store_true", help='Print {"id": ..., "token": ...}.')
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        organization, _ = Organization.objects.get_or_create(name=options["org"])
+        project = Project.objects.create(organization=organization, name=options["name"])
+        if options["json"]:
+            self.stdout.write(json.dumps({"id": project.id, "token": project.api_token}))
+        else:
+            self.stdout.write(f"Project {project.name} (id {project.id}) in {organization.name}; token: {project.api_token}")

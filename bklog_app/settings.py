@@ -1,0 +1,161 @@
+"""Settings for bklog, read from environment variables only (12-factor).
+
+Every variable read here is listed, with its default, in the README's configuration table.
+Defaults are chosen so that `make run` works on one machine with no configuration at all.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(environ.Env().str("BKLOG_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+
+VERSION = "0.1.0"
+
+# --- Django core -------------------------------------------------------------------------
+
+SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-change-me")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "bklog_app",
+]
+
+MIDDLEWARE = [
+    "bklog_app.request_context.RequestContextMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "bklog_app.urls"
+WSGI_APPLICATION = "bklog_app.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'bklog.sqlite3'}"),
+}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Worker processes and the web tier share one SQLite file: wait for locks instead of
+    # failing at once, and let readers run beside a writer.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-bklog.sqlite3")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "static"))
+
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="bklog@localhost")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "bklog_app.api.authentication.PersonalAPIKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "EXCEPTION_HANDLER": "bklog_app.api.errors.exception_handler",
+}
+
+# --- Stores ------------------------------------------------------------------------------
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+
+CLICKHOUSE_HOST = env.str("CLICKHOUSE_HOST", default="127.0.0.1")
+CLICKHOUSE_PORT = env.int("CLICKHOUSE_PORT", default=9000)
+CLICKHOUSE_DATABASE = env.str("CLICKHOUSE_DATABASE", default="bklog")
+CLICKHOUSE_USER = env.str("CLICKHOUSE_USER", default="default")
+CLICKHOUSE_PASSWORD = env.str("CLICKHOUSE_PASSWORD", default="")
+CLICKHOUSE_SECURE = env.bool("CLICKHOUSE_SECURE", default=False)
+CLICKHOUSE_CA = env.str("CLICKHOUSE_CA", default="")
+CLICKHOUSE_TIMEOUT_SECONDS = env.float("CLICKHOUSE_TIMEOUT_SECONDS", default=10.0)
+
+# --- Celery ------------------------------------------------------------------------------
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+# Unacknowledged messages (a killed worker's) come back after this many seconds. It must be
+# longer than the longest task; long waits are kept in the database, never as a Celery ETA.
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=900)
+BKLOG_WORKER_ROLE = env.str("BKLOG_WORKER_ROLE", default="all")
+SCHEDULE_LOCK_TTL = env.int("SCHEDULE_LOCK_TTL", default=60)
+
+# --- Capture and ingestion -----------------------------------------------------------------
+
+# Proxies whose X-Forwarded-For is believed (IPs or CIDR networks). Empty: use the socket peer.
+CAPTURE_TRUSTED_PROXIES = env.list("CAPTURE_TRUSTED_PROXIES", default=[])
+CAPTURE_MAX_EVENT_BYTES = env.int("CAPTURE_MAX_EVENT_BYTES", default=2 * 1024 * 1024)
+CAPTURE_MAX_BATCH_BYTES = env.int("CAPTURE_MAX_BATCH_BYTES", default=20 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = CAPTURE_MAX_BATCH_BYTES + 1024 * 1024
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000
+
+# A uuid seen within this window is stored once, however often it is delivered.
+INGESTION_DEDUP_WINDOW_SECONDS = env.int("INGESTION_DEDUP_WINDOW_SECONDS", default=24 * 3600)
+# Captured requests are gathered into one ClickHouse INSERT: at most this many messages, or
+# whatever arrived within this many seconds.
+INGESTION_BATCH_MESSAGES = env.int("INGESTION_BATCH_MESSAGES", default=50)
+INGESTION_BATCH_SECONDS = env.float("INGESTION_BATCH_SECONDS", default=0.2)
+# Backoff while a dependency (ClickHouse, Redis, the database) is down: doubling, capped.
+INGESTION_RETRY_MAX_SECONDS = env.int("INGESTION_RETRY_MAX_SECONDS", default=60)
+
+PLUGINS_RELOAD_PUBSUB_CHANNEL = env.str("PLUGINS_RELOAD_PUBSUB_CHANNEL", default="reload-plugins")
+DISTINCT_ID_LRU_SIZE = env.int("DISTINCT_ID_LRU_SIZE", default=10_000)
+
+# --- Operations --------------------------------------------------------------------------
+
+HEALTHCHECK_MAX_STALE_SECONDS = env.int("HEALTHCHECK_MAX_STALE_SECONDS", default=7200)
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+SENTRY_DSN = env.str("SENTRY_DSN", default="")
+
+LOGGING_CONFIG = None  # configured once by bklog_app.logging.configure_logging
+
+from bklog_app.logging import configure_logging  # noqa: E402
+
+configure_logging(LOG_LEVEL, LOG_FORMAT)
+
+if SENTRY_DSN:  # pragma: no cover - needs a Sentry server
+    import sentry_sdk
+
+    sentry_sdk.init(dsn=SENTRY_DSN, release=VERSION, send_default_pii=False)

@@ -1,0 +1,271 @@
+"""Ingest a batch of captured requests: SPEC section 4, steps 1 to 8, in order.
+
+A *message* is what one capture request enqueued: the project token, the raw events, the client
+IP, the receive time and `sent_at`. Several messages are ingested together so that ClickHouse
+gets one INSERT for all of them.
+
+Failures split two ways. A dependency outage (ClickHouse, Redis, the database) raises out of
+`ingest_messages`, and the caller retries the whole batch: nothing was acknowledged, and dedup
+makes the retry safe. Anything else wrong with one event sends that event, raw, to the
+dead-letter store with the step and the error, and the batch goes on.
+"""
+
+import uuid as uuid_module
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from pipeline.errors import is_outage
+from pipeline.ingestion import dedup
+from pipeline.ingestion.elements import elements_to_chain
+from pipeline.ingestion.projects import ProjectInfo, project_by_id, project_for_token
+from pipeline.ingestion.records import BatchRecords
+from pipeline.ingestion.timestamps import parse_iso, resolve_timestamp, to_ms
+from pipeline.persons.resolve import resolve_persons
+from pipeline.plugins.chain import run_process_event_chain
+from pipeline.plugins.dispatch import dispatch_stored_events
+from pipeline.storage.events import EventRow, insert_events, ms_to_iso
+
+logger = structlog.get_logger(__name__)
+
+MAX_EVENT_NAME_LENGTH = 200
+
+
+@dataclass
+class BatchReport:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    dead_lettered: int = 0
+    latest_timestamp_ms: int = 0
+    stored_events: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class _Normalised:
+    """An event after steps 1-5, ready for persons and storage."""
+
+    message_id: str
+    project: ProjectInfo
+    event: dict  # uuid, event, distinct_id, properties, timestamp_ms, elements_chain
+    raw: dict  # as captured, for the dead-letter store
+    context: dict
+
+
+def ingest_messages(messages: list[dict[str, Any]]) -> BatchReport:
+    """Run steps 1-8 for every event of every message. Raises only on a dependency outage."""
+    report = BatchReport()
+    records = BatchRecords()
+    normalised: list[_Normalised] = []
+    for message in messages:
+        project = _resolve_project(message)
+        events = message.get("events") or []
+        report.received += len(events)
+        if project is None:
+            report.dropped += len(events)
+            logger.warning(
+                "dropping events of an unknown project token",
+                token=str(message.get("token"))[:12] + "...",
+                events=len(events),
+            )
+            continue
+        for raw in events:
+            progress = {"step": "uuid"}
+            try:
+                result = _steps_2_to_5(raw, message, project, records, progress)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                records.dead_letter(project.id, progress["step"], exc, raw, _context(message))
+                report.dead_lettered += 1
+                continue
+            if result is None:
+                report.dropped += 1
+            else:
+                normalised.append(_Normalised(message["id"], project, result, raw, _context(message)))
+
+    rows = _step_6_persons(normalised, records)
+    _step_7_store(rows, records, report)
+    records.save()
+    report.dead_lettered = len(records.dead_letters)
+    if report.stored_events:
+        dispatch_stored_events(report.stored_events)
+    return report
+
+
+def dead_letter_messages(messages: list[dict[str, Any]], error: BaseException) -> None:
+    """Put every event of these messages in the dead-letter store, step `batch`."""
+    records = BatchRecords()
+    for message in messages:
+        for raw in message.get("events") or []:
+            records.dead_letter(message.get("project_id"), "batch", error, raw, _context(message))
+    records.save()
+
+
+def _resolve_project(message: dict) -> ProjectInfo | None:
+    """Step 1. A token rotated after capture accepted the request still finds its project."""
+    project = project_for_token(message.get("token") or "")
+    if project is None and message.get("project_id"):
+        project = project_by_id(message["project_id"])
+    return project
+
+
+def _steps_2_to_5(
+    raw: dict, message: dict, project: ProjectInfo, records: BatchRecords, progress: dict
+) -> dict | None:
+    """Return the normalised event, or None when it is dropped. `progress` names the step."""
+    # Step 2: uuid.
+    event_uuid = raw.get("uuid")
+    if event_uuid is None:
+        event_uuid = str(uuid_module.uuid4())
+    else:
+        try:
+            event_uuid = str(uuid_module.UUID(str(event_uuid)))
+        except ValueError:
+            records.warn(project.id, "skipping_event_invalid_uuid", None, {"uuid": str(event_uuid)[:100]})
+            return None
+
+    # Step 3: timestamp.
+    progress["step"] = "timestamp"
+    now = parse_iso(message["now"])
+    timestamp, warnings = resolve_timestamp(raw, now, message.get("sent_at"))
+    for type_, details in warnings:
+        records.warn(project.id, type_, event_uuid, details)
+
+    # Step 4: the plugin chain sees the event as plugins know it.
+    progress["step"] = "plugins"
+    plugin_event = {
+        "uuid": event_uuid,
+        "event": raw.get("event"),
+        "distinct_id": raw["distinct_id"],
+        "team_id": project.id,
+        "properties": dict(raw.get("properties") or {}),
+        "timestamp": timestamp.isoformat().replace("+00:00", "Z"),
+        "ip": message.get("ip"),
+        "now": message["now"],
+        "sent_at": message.get("sent_at"),
+        "$set": raw.get("$set"),
+        "$set_once": raw.get("$set_once"),
+    }
+    chain = run_process_event_chain(project.id, plugin_event)
+    if chain.event is None:
+        return None
+    out = chain.event
+    if out.get("timestamp") != plugin_event["timestamp"]:
+        timestamp = parse_iso(out.get("timestamp")) or timestamp
+
+    # Step 5: normalise.
+    progress["step"] = "normalise"
+    properties = dict(out.get("properties") or {})
+    for key in ("$set", "$set_once"):
+        if isinstance(out.get(key), dict):
+            properties[key] = {**(properties.get(key) or {}), **out[key]}
+    if project.anonymize_ips:
+        properties.pop("$ip", None)
+    elif "$ip" not in properties and message.get("ip"):
+        properties["$ip"] = message["ip"]
+    if message.get("sent_at"):
+        properties["$sent_at"] = message["sent_at"]
+    if chain.succeeded:
+        properties["$plugins_succeeded"] = chain.succeeded
+    if chain.failed:
+        properties["$plugins_failed"] = chain.failed
+    elements_chain = ""
+    if isinstance(properties.get("$elements"), list):
+        elements_chain = elements_to_chain(properties.pop("$elements"))
+    elif isinstance(properties.get("$elements_chain"), str):
+        elements_chain = properties.pop("$elements_chain")
+    return {
+        "uuid": event_uuid,
+        "event": str(out.get("event"))[:MAX_EVENT_NAME_LENGTH],
+        "distinct_id": str(out.get("distinct_id") or raw["distinct_id"])[:200],
+        "properties": properties,
+        "timestamp_ms": to_ms(timestamp),
+        "elements_chain": elements_chain,
+    }
+
+
+def _step_6_persons(normalised: list[_Normalised], records: BatchRecords) -> list[tuple[_Normalised, EventRow]]:
+    by_project: dict[int, list[_Normalised]] = {}
+    for item in normalised:
+        by_project.setdefault(item.project.id, []).append(item)
+    created_at_ms = to_ms(datetime.now(UTC))
+    rows = []
+    for project_id, items in by_project.items():
+
+        def warn(type_: str, event_uuid: str | None, details: dict, _project_id=project_id) -> None:
+            records.warn(_project_id, type_, event_uuid, details)
+
+        try:
+            persons = resolve_persons(project_id, [item.event for item in items], warn)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            for item in items:
+                records.dead_letter(project_id, "persons", exc, item.raw, item.context)
+            continue
+        for item, (person_id, person_properties) in zip(items, persons, strict=True):
+            event = item.event
+            rows.append(
+                (
+                    item,
+                    EventRow(
+                        uuid=uuid_module.UUID(event["uuid"]),
+                        team_id=project_id,
+                        event=event["event"],
+                        distinct_id=event["distinct_id"],
+                        properties=event["properties"],
+                        timestamp_ms=event["timestamp_ms"],
+                        created_at_ms=created_at_ms,
+                        person_id=person_id,
+                        person_properties=person_properties,
+                        elements_chain=event["elements_chain"],
+                    ),
+                )
+            )
+    return rows
+
+
+def _step_7_store(rows: list[tuple[_Normalised, EventRow]], records: BatchRecords, report: BatchReport) -> None:
+    claims = [dedup.Claim(row.team_id, str(row.uuid), item.message_id) for item, row in rows]
+    decisions = dedup.claim(claims)
+    kept = [(item, row, claim) for (item, row), claim, keep in zip(rows, claims, decisions, strict=True) if keep]
+    to_insert = [row for _, row, _ in kept]
+    report.duplicates = len(rows) - len(to_insert)
+    try:
+        insert_events(to_insert)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        # ClickHouse refused the data itself: keep every event of the INSERT, and release the
+        # claims so that a replay from the dead-letter store can store them.
+        for item, _, _ in kept:
+            records.dead_letter(item.project.id, "store", exc, item.raw, item.context)
+        dedup.release([claim for _, _, claim in kept])
+        return
+    dedup.confirm([claim for _, _, claim in kept])
+    report.stored = len(to_insert)
+    if to_insert:
+        report.latest_timestamp_ms = max(row.timestamp_ms for row in to_insert)
+    report.stored_events = [_stored_event(row) for row in to_insert]
+
+
+def _stored_event(row: EventRow) -> dict:
+    return {
+        "uuid": str(row.uuid),
+        "team_id": row.team_id,
+        "event": row.event,
+        "distinct_id": row.distinct_id,
+        "properties": row.properties,
+        "timestamp": ms_to_iso(row.timestamp_ms),
+        "person_id": None if row.person_id.int == 0 else str(row.person_id),
+        "person_properties": row.person_properties,
+        "elements_chain": row.elements_chain,
+    }
+
+
+def _context(message: dict) -> dict:
+    return {key: message.get(key) for key in ("token", "project_id", "ip", "now", "sent_at")}

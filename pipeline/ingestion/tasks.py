@@ -1,0 +1,122 @@
+"""The ingestion task: captured requests, gathered into batches, through `ingest_messages`.
+
+Built on celery-batches: the worker buffers up to INGESTION_BATCH_MESSAGES messages (or
+INGESTION_BATCH_SECONDS) and runs them together, so ClickHouse gets one INSERT per batch.
+
+Acknowledgement is our own, not celery-batches': a message is acked only once every event in it
+is stored, a duplicate, or in the dead-letter store. While a dependency is down the batch waits
+and retries with backoff; past INGESTION_RETRY_MAX_SECONDS its messages go back to the queue.
+If the worker dies, unacked messages come back after the broker's visibility timeout.
+"""
+
+import time
+
+import structlog
+from celery_batches import Batches, SimpleRequest
+from django.conf import settings
+
+from bklog_app.celery import app
+from pipeline.errors import is_outage
+from pipeline.ingestion.batch import dead_letter_messages, ingest_messages
+from pipeline.ingestion.status import record_ingested
+from pipeline.queues import Queue
+
+logger = structlog.get_logger(__name__)
+
+INGEST_TASK_NAME = "bklog.ingestion.ingest_batch"
+
+
+class AckWhenStored(Batches):
+    """Batches that acknowledge on success and requeue on failure, instead of acking always."""
+
+    def flush(self, requests):
+        simple = ([SimpleRequest.from_request(r) for r in requests],)
+
+        def on_return(stored: bool | None) -> None:
+            for request in requests:
+                if stored:
+                    request.acknowledge()
+                else:
+                    request.reject(requeue=True)
+
+        def on_error(_exc) -> None:
+            for request in requests:
+                request.reject(requeue=True)
+
+        from celery_batches.trace import apply_batches_task
+
+        return self._pool.apply_async(
+            apply_batches_task,
+            (self, simple, 0, None),
+            callback=on_return,
+            error_callback=on_error,
+        )
+
+
+@app.task(
+    name=INGEST_TASK_NAME,
+    base=AckWhenStored,
+    queue=Queue.INGESTION.value,
+    flush_every=settings.INGESTION_BATCH_MESSAGES,
+    flush_interval=settings.INGESTION_BATCH_SECONDS,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
+def ingest_batch(requests: list[SimpleRequest]) -> bool:
+    """Return True when every message is durably handled (stored, duplicate or dead-lettered)."""
+    messages = [{**request.kwargs, "id": request.id} for request in requests]
+    deadline = time.monotonic() + settings.INGESTION_RETRY_MAX_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            report = ingest_messages(messages)
+        except Exception as exc:
+            if not is_outage(exc):
+                # Not bad data (that is dead-lettered per event) but a failure of the batch
+                # itself: keep every event in the dead-letter store rather than loop on it.
+                logger.exception("ingestion batch failed; its events go to the dead-letter store")
+                try:
+                    dead_letter_messages(messages, exc)
+                except Exception:
+                    logger.exception("could not dead-letter the batch; messages requeued")
+                    return False
+                return True
+            if time.monotonic() + delay > deadline:
+                logger.error(
+                    "dependency still down; messages requeued",
+                    error=str(exc),
+                    messages=len(messages),
+                )
+                return False
+            logger.warning("dependency down, retrying ingestion batch", error=str(exc), retry_in=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        if report.stored:
+            record_ingested(report.latest_timestamp_ms)
+        logger.info(
+            "ingested batch",
+            messages=len(messages),
+            received=report.received,
+            stored=report.stored,
+            duplicates=report.duplicates,
+            dropped=report.dropped,
+            dead_lettered=report.dead_lettered,
+        )
+        return True
+
+
+def enqueue_capture(*, token: str, project_id: int, events: list[dict], ip: str | None, now: str, sent_at: str | None) -> None:
+    """Publish one captured request as one message. Raises if the broker did not take it."""
+    ingest_batch.apply_async(
+        kwargs={
+            "token": token,
+            "project_id": project_id,
+            "events": events,
+            "ip": ip,
+            "now": now,
+            "sent_at": sent_at,
+        },
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
+    )

@@ -1,0 +1,65 @@
+"""Step 3: the event's timestamp, corrected for the sender's clock skew (SPEC section 4)."""
+
+from datetime import UTC, datetime, timedelta
+
+FUTURE_TOLERANCE = timedelta(hours=23)
+
+
+def parse_iso(value) -> datetime | None:
+    """An ISO 8601 string (naive means UTC) or epoch milliseconds, as an aware datetime."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_ms(value: datetime) -> int:
+    """Epoch milliseconds, truncated (exact integer arithmetic, no float rounding)."""
+    return (value - EPOCH) // timedelta(milliseconds=1)
+
+
+def resolve_timestamp(event: dict, now: datetime, sent_at: str | None) -> tuple[datetime, list[tuple[str, dict]]]:
+    """Return the event time and the ingestion warnings (type, details) raised on the way."""
+    warnings: list[tuple[str, dict]] = []
+    properties = event.get("properties") or {}
+    sent = None
+    if sent_at is not None:
+        sent = parse_iso(sent_at)
+        if sent is None:
+            warnings.append(("ignored_invalid_timestamp", {"field": "sent_at", "value": str(sent_at)[:100]}))
+    if properties.get("$ignore_sent_at") is True:
+        sent = None
+
+    raw_timestamp = event.get("timestamp")
+    timestamp = parse_iso(raw_timestamp) if raw_timestamp is not None else None
+    if raw_timestamp is not None and timestamp is None:
+        warnings.append(("ignored_invalid_timestamp", {"field": "timestamp", "value": str(raw_timestamp)[:100]}))
+
+    if timestamp is not None and sent is not None:
+        result = now + (timestamp - sent)
+    elif timestamp is not None:
+        result = timestamp
+    elif isinstance(event.get("offset"), (int, float)) and not isinstance(event.get("offset"), bool):
+        result = now - timedelta(milliseconds=event["offset"])
+    else:
+        result = now
+
+    if result - now > FUTURE_TOLERANCE:
+        warnings.append(
+            ("event_timestamp_in_future", {"timestamp": str(raw_timestamp)[:100], "sent_at": str(sent_at)[:100], "now": now.isoformat()})
+        )
+        result = now
+    return result, warnings

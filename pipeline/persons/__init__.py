@@ -1,0 +1,1 @@
+"""Persons and identity (SPEC section 6): ingestion step 6."""

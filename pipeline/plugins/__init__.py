@@ -1,0 +1,1 @@
+"""Plugins: loading, the process_event chain, on_event / export_events, jobs, schedules."""
