@@ -13,9 +13,9 @@ from kombu import Queue as KombuQueue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bklog_app.settings")
 
-from django.conf import settings  # noqa: E402
+from django.conf import settings
 
-from pipeline.queues import Queue, queues_for_role  # noqa: E402
+from pipeline.queues import Queue, queues_for_role
 
 # Every module that defines tasks. Listed here, not discovered, so a reader sees them all.
 TASK_MODULES = [

@@ -16,9 +16,7 @@ def generate_capture_token() -> str:
 class Organization(models.Model):
     name = models.CharField(max_length=200, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
-    members = models.ManyToManyField(
-        settings.AUTH_USER_MODEL, through="Membership", related_name="organizations"
-    )
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="organizations")
 
     def __str__(self) -> str:
         return self.name
@@ -99,9 +97,7 @@ class IngestionWarning(models.Model):
 class DeadLetter(models.Model):
     """An event (or a piece of plugin work) that failed for good, kept with why and where."""
 
-    project = models.ForeignKey(
-        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="dead_letters"
-    )
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.CASCADE, related_name="dead_letters")
     kind = models.CharField(max_length=32, default="event", help_text="event, on_event, export_events, job")
     step = models.CharField(max_length=64)
     error = models.TextField()

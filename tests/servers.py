@@ -19,6 +19,7 @@ ClickHouse configuration lives in ``support-files/dev/`` and is shared with
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pwd
 import shutil
@@ -124,9 +125,7 @@ class _Server:
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"
-        return (
-            f"<{type(self).__name__} {LOOPBACK}:{self._port} {self.data_dir} {state}>"
-        )
+        return f"<{type(self).__name__} {LOOPBACK}:{self._port} {self.data_dir} {state}>"
 
     @property
     def host(self) -> str:
@@ -223,8 +222,7 @@ class _Server:
             if self._proc.poll() is not None:
                 self._forget()
                 raise ServerError(
-                    f"{self.name} exited with code {self._proc.returncode} on start\n"
-                    + _tail(self._log_paths())
+                    f"{self.name} exited with code {self._proc.returncode} on start\n" + _tail(self._log_paths())
                 )
             if self._answers():
                 self.start_seconds = time.monotonic() - started
@@ -232,8 +230,7 @@ class _Server:
             time.sleep(_POLL_INTERVAL)
         self.kill()
         raise ServerError(
-            f"{self.name} did not answer on port {self._port} within {timeout:.0f}s\n"
-            + _tail(self._log_paths())
+            f"{self.name} did not answer on port {self._port} within {timeout:.0f}s\n" + _tail(self._log_paths())
         )
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -248,8 +245,7 @@ class _Server:
             except subprocess.TimeoutExpired:
                 self.kill()
                 raise ServerError(
-                    f"{self.name} did not stop within {timeout:.0f}s and was killed\n"
-                    + _tail(self._log_paths())
+                    f"{self.name} did not stop within {timeout:.0f}s and was killed\n" + _tail(self._log_paths())
                 ) from None
         self._forget()
 
@@ -266,10 +262,8 @@ class _Server:
             children = _children(proc.pid)
             os.killpg(proc.pid, signal.SIGKILL)
             for child in children:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(child, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             proc.wait()
             _wait_gone(children)
         self._forget()
@@ -288,10 +282,8 @@ _RUNNING: set[_Server] = set()
 @atexit.register
 def _stop_all() -> None:
     for server in list(_RUNNING):
-        try:
+        with contextlib.suppress(ServerError):
             server.stop(timeout=10)
-        except ServerError:
-            pass
 
 
 class RedisServer(_Server):
@@ -333,14 +325,10 @@ class ClickHouseServer(_Server):
 
     name = "clickhouse"
 
-    def __init__(
-        self, data_dir: Path, port: int | None = None, http_port: int | None = None
-    ) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, http_port: int | None = None) -> None:
         super().__init__(data_dir, port)
         self._auto_ports = port is None and http_port is None
-        self._http_port = (
-            http_port if http_port is not None else _free_port_other_than(self._port)
-        )
+        self._http_port = http_port if http_port is not None else _free_port_other_than(self._port)
 
     @property
     def http_port(self) -> int:
@@ -358,9 +346,7 @@ class ClickHouseServer(_Server):
         super()._prepare()
         for sub in ("data", "tmp", "user_files", "format_schemas", "log"):
             (self.data_dir / sub).mkdir(exist_ok=True)
-        self.config_path.write_text(
-            render_clickhouse_config(self.data_dir, self._port, self._http_port)
-        )
+        self.config_path.write_text(render_clickhouse_config(self.data_dir, self._port, self._http_port))
         shutil.copyfile(CLICKHOUSE_USERS, self.data_dir / "users.xml")
 
     def _command(self) -> list[str]:
@@ -534,9 +520,7 @@ def _wait_gone(pids: Iterable[int], timeout: float = 10.0) -> None:
     while pending and time.monotonic() < deadline:
         for pid in list(pending):
             try:
-                state = (
-                    Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-                )
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
             except (OSError, IndexError):
                 state = "X"
             if state in ("Z", "X"):

@@ -70,16 +70,10 @@ def test_clickhouse_keeps_data_while_down(clickhouse_server: ClickHouseServer) -
     [(version,)] = client.execute("SELECT version()")
     assert version.startswith("18.16")
     client.execute("CREATE DATABASE smoke")
-    client.execute(
-        "CREATE TABLE smoke.events (day Date, id UInt64, name String) "
-        "ENGINE = MergeTree ORDER BY (day, id)"
-    )
+    client.execute("CREATE TABLE smoke.events (day Date, id UInt64, name String) ENGINE = MergeTree ORDER BY (day, id)")
     client.execute(
         "INSERT INTO smoke.events (day, id, name) VALUES",
-        [
-            {"day": datetime.date(2024, 1, 2), "id": i, "name": f"e{i}"}
-            for i in range(3)
-        ],
+        [{"day": datetime.date(2024, 1, 2), "id": i, "name": f"e{i}"} for i in range(3)],
     )
     assert client.execute("SELECT count(), max(id) FROM smoke.events") == [(3, 2)]
     client.disconnect()

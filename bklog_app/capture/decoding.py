@@ -51,7 +51,7 @@ def decode_request(request, *, limit: int, force_event: str | None = None) -> De
         raw_events = payload
         body = {}
     else:
-        raise invalid_payload("The payload must be an event object, a list of events, or {\"batch\": [...]}.")
+        raise invalid_payload('The payload must be an event object, a list of events, or {"batch": [...]}.')
     if not isinstance(raw_events, list):
         raise invalid_payload("'batch' must be a list of events.", attr="batch")
     if not raw_events:
@@ -190,13 +190,18 @@ def _distinct_id(event: dict, properties: dict, index: int) -> str:
     for candidate in (event.get("$distinct_id"), properties.get("distinct_id"), event.get("distinct_id")):
         if candidate is None:
             continue
-        text = candidate if isinstance(candidate, str) else orjson.dumps(candidate).decode() if isinstance(candidate, (dict, list)) else str(candidate)
+        text = (
+            candidate
+            if isinstance(candidate, str)
+            else orjson.dumps(candidate).decode()
+            if isinstance(candidate, (dict, list))
+            else str(candidate)
+        )
         if text.strip():
             return text[:MAX_DISTINCT_ID_LENGTH]
         raise invalid_payload(f"Event {index}: 'distinct_id' is blank.", attr="distinct_id")
     raise invalid_payload(
-        f"Event {index}: 'distinct_id' is missing; send it as distinct_id, $distinct_id or "
-        "properties.distinct_id.",
+        f"Event {index}: 'distinct_id' is missing; send it as distinct_id, $distinct_id or properties.distinct_id.",
         attr="distinct_id",
     )
 

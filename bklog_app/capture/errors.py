@@ -19,7 +19,9 @@ def invalid_payload(detail: str, attr: str | None = None) -> CaptureError:
     return CaptureError(400, "validation_error", "invalid_payload", detail, attr)
 
 
-def no_data(detail: str = "No data found. Make sure to use a POST request when sending the payload in the body of the request.") -> CaptureError:
+def no_data(
+    detail: str = "No data found. Make sure to use a POST request when sending the payload in the body of the request.",
+) -> CaptureError:
     return CaptureError(400, "validation_error", "no_data", detail)
 
 
@@ -39,8 +41,7 @@ def invalid_api_key() -> CaptureError:
         401,
         "authentication_error",
         "invalid_api_key",
-        "Project API key invalid. You can find your project API key in the project settings "
-        "(GET /api/projects/).",
+        "Project API key invalid. You can find your project API key in the project settings (GET /api/projects/).",
     )
 
 

@@ -31,7 +31,18 @@ def capture(request, endpoint: str = "e"):
     if request.method == "OPTIONS":
         return _cors(request, HttpResponse(status=204))
     if request.method not in ("GET", "POST"):
-        return _cors(request, _json(405, {"type": "validation_error", "code": "method_not_allowed", "detail": "Use POST (or GET with ?data=).", "attr": None}))
+        return _cors(
+            request,
+            _json(
+                405,
+                {
+                    "type": "validation_error",
+                    "code": "method_not_allowed",
+                    "detail": "Use POST (or GET with ?data=).",
+                    "attr": None,
+                },
+            ),
+        )
     try:
         _capture(request, endpoint)
     except CaptureError as error:

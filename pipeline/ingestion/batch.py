@@ -113,9 +113,7 @@ def _resolve_project(message: dict) -> ProjectInfo | None:
     return project
 
 
-def _steps_2_to_5(
-    raw: dict, message: dict, project: ProjectInfo, records: BatchRecords, progress: dict
-) -> dict | None:
+def _steps_2_to_5(raw: dict, message: dict, project: ProjectInfo, records: BatchRecords, progress: dict) -> dict | None:
     """Return the normalised event, or None when it is dropped. `progress` names the step."""
     # Step 2: uuid.
     event_uuid = raw.get("uuid")

@@ -23,11 +23,7 @@ def project_for_token(token: str) -> ProjectInfo | None:
     hit = _cache.get(token)
     if hit is not None and now - hit[0] < CACHE_SECONDS:
         return hit[1]
-    row = (
-        Project.objects.filter(api_token=token)
-        .values_list("id", "anonymize_ips", "rate_limit_per_minute")
-        .first()
-    )
+    row = Project.objects.filter(api_token=token).values_list("id", "anonymize_ips", "rate_limit_per_minute").first()
     info = ProjectInfo(*row) if row else None
     if len(_cache) > 10_000:
         _cache.clear()

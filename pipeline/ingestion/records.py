@@ -22,7 +22,12 @@ class BatchRecords:
 
     def dead_letter(self, project_id: int | None, step: str, error: BaseException, payload, context: dict) -> None:
         message = f"{type(error).__name__}: {error}"
-        logger.warning("event dead-lettered", step=step, error=message, project_id=project_id)
+        logger.warning(
+            "event dead-lettered; replay it from the dead-letter store once the cause is fixed",
+            step=step,
+            error=message.splitlines()[0][:300],
+            project_id=project_id,
+        )
         self.dead_letters.append(
             DeadLetter(
                 project_id=project_id,

@@ -106,7 +106,9 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
         return True
 
 
-def enqueue_capture(*, token: str, project_id: int, events: list[dict], ip: str | None, now: str, sent_at: str | None) -> None:
+def enqueue_capture(
+    *, token: str, project_id: int, events: list[dict], ip: str | None, now: str, sent_at: str | None
+) -> None:
     """Publish one captured request as one message. Raises if the broker did not take it."""
     ingest_batch.apply_async(
         kwargs={

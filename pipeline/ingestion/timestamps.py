@@ -59,7 +59,10 @@ def resolve_timestamp(event: dict, now: datetime, sent_at: str | None) -> tuple[
 
     if result - now > FUTURE_TOLERANCE:
         warnings.append(
-            ("event_timestamp_in_future", {"timestamp": str(raw_timestamp)[:100], "sent_at": str(sent_at)[:100], "now": now.isoformat()})
+            (
+                "event_timestamp_in_future",
+                {"timestamp": str(raw_timestamp)[:100], "sent_at": str(sent_at)[:100], "now": now.isoformat()},
+            )
         )
         result = now
     return result, warnings

@@ -64,7 +64,9 @@ def execute(sql: str, params: Any = None, **kwargs: Any) -> Any:
         return client.execute(sql, params, **kwargs)
     except OUTAGE_ERRORS as exc:
         client.disconnect()
-        raise ClickHouseUnavailable(f"ClickHouse at {settings.CLICKHOUSE_HOST}:{settings.CLICKHOUSE_PORT} is unavailable: {exc}") from exc
+        raise ClickHouseUnavailable(
+            f"ClickHouse at {settings.CLICKHOUSE_HOST}:{settings.CLICKHOUSE_PORT} is unavailable: {exc}"
+        ) from exc
 
 
 def reset() -> None:

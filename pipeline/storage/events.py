@@ -170,7 +170,9 @@ def ms_to_iso(ms: int) -> str:
 
 
 def _row_to_event(row: tuple) -> dict:
-    uuid, event, distinct_id, properties, timestamp_ms, created_at_ms, person_id, person_properties, elements_chain = row
+    uuid, event, distinct_id, properties, timestamp_ms, created_at_ms, person_id, person_properties, elements_chain = (
+        row
+    )
     return {
         "uuid": uuid,
         "event": event,

@@ -21,4 +21,6 @@ class Command(BaseCommand):
         if options["json"]:
             self.stdout.write(json.dumps({"id": project.id, "token": project.api_token}))
         else:
-            self.stdout.write(f"Project {project.name} (id {project.id}) in {organization.name}; token: {project.api_token}")
+            self.stdout.write(
+                f"Project {project.name} (id {project.id}) in {organization.name}; token: {project.api_token}"
+            )

@@ -17,7 +17,7 @@ OPERATIONS = [
     )
     ENGINE = ReplacingMergeTree(created_at_ms)
     PARTITION BY toYYYYMM(toDateTime(intDiv(timestamp_ms, 1000)))
-    ORDER BY (team_id, toDate(toDateTime(intDiv(timestamp_ms, 1000))), event, cityHash64(distinct_id), cityHash64(uuid))
+    ORDER BY (team_id, toDate(toDateTime(intDiv(timestamp_ms, 1000))), event, cityHash64(distinct_id), uuid)
     SETTINGS index_granularity = 8192
     """,
 ]

@@ -1,0 +1,196 @@
+"""The one place where the test suite starts its real servers and workers.
+
+Redis and ClickHouse always run; PostgreSQL runs when BKLOG_TEST_DATABASE=postgres (the default
+database is SQLite, as for `make run`). They start before Django reads its settings, on free
+loopback ports, with data in a temporary folder, and stop when the session ends.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.servers import ClickHouseServer, PostgresServer, RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS: dict[str, object] = {}
+TEST_CLICKHOUSE_DATABASE = "bklog_test"
+
+
+def pytest_configure(config):
+    if config.getoption("help", False) or config.getoption("version", 0):
+        return
+    base = Path(tempfile.mkdtemp(prefix="bklog-tests-"))
+    SERVERS["base"] = base
+    redis = RedisServer(base / "redis")
+    redis.start()
+    SERVERS["redis"] = redis
+    clickhouse = ClickHouseServer(base / "clickhouse")
+    clickhouse.start()
+    SERVERS["clickhouse"] = clickhouse
+
+    database = os.environ.get("BKLOG_TEST_DATABASE", "sqlite")
+    if database == "postgres":
+        postgres = PostgresServer(base / "postgres")
+        postgres.start()
+        SERVERS["postgres"] = postgres
+        os.environ["DATABASE_URL"] = postgres.database_url("bklog")
+    elif database == "sqlite":
+        os.environ["DATABASE_URL"] = f"sqlite:///{base / 'bklog.sqlite3'}"
+    else:
+        raise pytest.UsageError(f"BKLOG_TEST_DATABASE must be sqlite or postgres, not {database!r}")
+
+    os.environ.update(
+        {
+            "BKLOG_VAR_DIR": str(base / "var"),
+            "REDIS_URL": redis.url,
+            "CELERY_BROKER_URL": redis.url,
+            "CLICKHOUSE_HOST": "127.0.0.1",
+            "CLICKHOUSE_PORT": str(clickhouse.port),
+            "CLICKHOUSE_DATABASE": TEST_CLICKHOUSE_DATABASE,
+            # Short enough that a test can watch a killed worker's messages come back.
+            "CELERY_VISIBILITY_TIMEOUT": "20",
+            "INGESTION_BATCH_SECONDS": "0.05",
+            "INGESTION_RETRY_MAX_SECONDS": "120",
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+            "DJANGO_SETTINGS_MODULE": "bklog_app.settings",
+        }
+    )
+    (base / "var").mkdir(exist_ok=True)
+    from django.conf import settings
+
+    settings.DATABASES  # noqa: B018 - load settings now, with the servers' addresses
+
+    from pipeline.storage.migrate import migrate
+
+    migrate(TEST_CLICKHOUSE_DATABASE, report=lambda _line: None)
+
+
+def pytest_unconfigure(config):
+    for name in ("postgres", "clickhouse", "redis"):
+        server = SERVERS.pop(name, None)
+        if server is not None:
+            server.stop()
+    base = SERVERS.pop("base", None)
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def servers() -> dict:
+    return SERVERS
+
+
+@pytest.fixture(scope="session")
+def test_database_url(django_db_setup) -> str:
+    """The URL of the database the tests use, for processes started outside pytest."""
+    from django.db import connection
+
+    params = connection.settings_dict
+    if params["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{params['NAME']}"
+    return f"postgresql://{params['USER']}@{params['HOST']}:{params['PORT']}/{params['NAME']}"
+
+
+def process_env(test_database_url: str, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": test_database_url, "PYTHONUNBUFFERED": "1", **extra}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+class WorkerProcess:
+    """A real Celery worker (prefork) run as `celery -A bklog_app worker --role ROLE`."""
+
+    def __init__(self, env: dict[str, str], role: str = "all", concurrency: int = 1, log: Path | None = None):
+        self.env, self.role, self.concurrency = env, role, concurrency
+        self.log = log or Path(tempfile.mkstemp(prefix=f"worker-{role}-", suffix=".log")[1])
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        command = [
+            sys.executable, "-m", "celery", "-A", "bklog_app", "worker", "--role", self.role,
+            "--pool", "prefork", "--concurrency", str(self.concurrency), "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--hostname", f"test-{self.role}-{os.getpid()}-{time.monotonic_ns()}@%h",
+        ]  # fmt: skip
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.tail()}")
+            if b"ready." in self.log.read_bytes():
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"worker not ready after {timeout}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker: main process and pool children, no chance to clean up."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def worker_env(test_database_url) -> dict[str, str]:
+    return process_env(test_database_url)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(worker_env):
+    """One worker on every queue for the whole session."""
+    worker = WorkerProcess(worker_env, role="all", concurrency=2).start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def make_worker(worker_env):
+    """Start extra workers in a test; they are stopped (or were killed) at its end."""
+    started: list[WorkerProcess] = []
+
+    def start(role: str = "ingestion", **env: str) -> WorkerProcess:
+        worker = WorkerProcess({**worker_env, **env}, role=role).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def project(db):
+    from tests.factories import make_project
+
+    return make_project()
+
+
+@pytest.fixture
+def api_client(project):
+    from tests.factories import api_client_for
+
+    return api_client_for(project.organization)

@@ -1,0 +1,48 @@
+"""Objects the tests need, made the way users make them."""
+
+import itertools
+import time
+import uuid
+
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from bklog_app.models import Membership, Organization, PersonalAPIKey, Project
+
+_counter = itertools.count(1)
+
+
+def make_project(organization: Organization | None = None, **fields) -> Project:
+    organization = organization or Organization.objects.create(name=f"org-{uuid.uuid4().hex[:8]}")
+    return Project.objects.create(
+        organization=organization, name=fields.pop("name", f"project-{next(_counter)}"), **fields
+    )
+
+
+def make_user_with_key(organization: Organization | None, *, staff: bool = False) -> tuple[object, str]:
+    user = get_user_model().objects.create(username=f"user-{uuid.uuid4().hex[:10]}", is_staff=staff)
+    if organization is not None:
+        Membership.objects.create(organization=organization, user=user)
+    _, key = PersonalAPIKey.issue(user)
+    return user, key
+
+
+def api_client_for(organization: Organization | None, *, staff: bool = False) -> APIClient:
+    _, key = make_user_with_key(organization, staff=staff)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+def wait_for_events(project_id: int, count: int, timeout: float = 30.0, **filters) -> list[dict]:
+    """Poll ClickHouse until at least `count` events of the project are stored."""
+    from pipeline.storage.events import list_events
+
+    deadline = time.monotonic() + timeout
+    rows: list[dict] = []
+    while time.monotonic() < deadline:
+        rows = list_events(project_id, limit=100_000, **filters)
+        if len(rows) >= count:
+            return rows
+        time.sleep(0.1)
+    return rows
