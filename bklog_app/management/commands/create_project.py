@@ -12,12 +12,21 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("name")
         parser.add_argument("--org", default="Default", help="Organization name (created if missing).")
+        parser.add_argument(
+            "--get-or-create",
+            action="store_true",
+            help="Reuse the project of that name in the organization if it exists.",
+        )
         parser.add_argument("--json", action="store_true", help='Print {"id": ..., "token": ...}.')
 
     @transaction.atomic
     def handle(self, *args, **options):
         organization, _ = Organization.objects.get_or_create(name=options["org"])
-        project = Project.objects.create(organization=organization, name=options["name"])
+        project = None
+        if options["get_or_create"]:
+            project = Project.objects.filter(organization=organization, name=options["name"]).order_by("id").first()
+        if project is None:
+            project = Project.objects.create(organization=organization, name=options["name"])
         if options["json"]:
             self.stdout.write(json.dumps({"id": project.id, "token": project.api_token}))
         else:

@@ -1,0 +1,45 @@
+# The two commands: `make run` starts the whole stack on this machine, `make test` runs the
+# whole test suite. Both install whatever is missing first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REQS_HASH := $(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(REQS_HASH)
+
+.PHONY: run test stop status logs deps system-deps python-deps lint format
+
+run: deps
+	@bash support-files/dev/make-run.sh
+
+stop:
+	@bash support-files/dev/make-stop.sh
+
+status:
+	@$(BIN)/supervisorctl -c support-files/supervisord.conf status || true
+
+test: deps
+	@bash support-files/dev/make-test.sh
+
+lint: python-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: python-deps
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+deps: system-deps python-deps
+
+system-deps:
+	@bash support-files/dev/install-system-deps.sh
+
+python-deps: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+	@echo "python-deps: installed requirements-dev.txt into $(VENV)"

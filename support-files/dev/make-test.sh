@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make test`: lint, then the whole suite twice against real servers: Django on SQLite, then
+# on PostgreSQL. Redis, ClickHouse and PostgreSQL are started by tests/conftest.py on free
+# loopback ports and stopped at the end.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+bin=.venv/bin
+status=0
+
+echo "== ruff"
+$bin/ruff check . || status=1
+$bin/ruff format --check . || status=1
+
+for database in sqlite postgres; do
+    echo "== pytest, Django database: $database"
+    BKLOG_TEST_DATABASE=$database $bin/python -m pytest "$@"
+    code=$?
+    if [ $code -ne 0 ]; then status=$code; fi
+done
+exit $status
