@@ -10,7 +10,9 @@ import binascii
 import json
 import zlib
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 from uuid import UUID
 
 import orjson
@@ -81,6 +83,8 @@ def _read_data(request, limit: int) -> tuple[bytes, dict[str, str]]:
         raise payload_too_large(limit)
     if request.method == "GET":
         data = request.GET.get("data", "")
+        if not data:
+            raise no_data()
         return data.encode(), {}
     content_type = request.content_type or ""
     if content_type in RAW_BODY_CONTENT_TYPES:
@@ -90,12 +94,22 @@ def _read_data(request, limit: int) -> tuple[bytes, dict[str, str]]:
         if not body:
             raise no_data()
         return body, {}
-    form = {key: request.POST.get(key) for key in request.POST}
-    data = form.get("data") or ""
+    form = _read_form(request, content_type, limit)
+    data = form.pop("data", b"")
     if not data:
         raise no_data()
-    # Form values are text; gzip bytes that travelled in a form field come back as latin-1.
-    return data.encode("latin-1", errors="surrogateescape") if data[:2] == "\x1f\x8b" else data.encode(), form
+    return data, {key: value.decode("utf-8", errors="replace") for key, value in form.items()}
+
+
+def _read_form(request, content_type: str, limit: int) -> dict[str, bytes]:
+    """Form fields as raw bytes: `data` may hold gzip, which text decoding would mangle."""
+    if content_type == "application/x-www-form-urlencoded":
+        body = request.body
+        if len(body) > limit:
+            raise payload_too_large(limit)
+        pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+        return {key: value.encode("latin-1") for key, value in pairs}
+    return {key: request.POST.get(key, "").encode() for key in request.POST}
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
@@ -207,8 +221,6 @@ def _distinct_id(event: dict, properties: dict, index: int) -> str:
 
 
 def _epoch_to_iso(value: str) -> str | None:
-    from datetime import UTC, datetime
-
     if not value.isdigit():
         return None
     seconds = int(value) / 1000 if len(value) > 11 else int(value)

@@ -238,17 +238,32 @@ def _step_7_store(rows: list[tuple[_Normalised, EventRow]], records: BatchRecord
     except Exception as exc:
         if is_outage(exc):
             raise
-        # ClickHouse refused the data itself: keep every event of the INSERT, and release the
-        # claims so that a replay from the dead-letter store can store them.
-        for item, _, _ in kept:
-            records.dead_letter(item.project.id, "store", exc, item.raw, item.context)
-        dedup.release([claim for _, _, claim in kept])
-        return
+        kept = _insert_one_by_one(kept, exc, records)
+        to_insert = [row for _, row, _ in kept]
     dedup.confirm([claim for _, _, claim in kept])
     report.stored = len(to_insert)
     if to_insert:
         report.latest_timestamp_ms = max(row.timestamp_ms for row in to_insert)
     report.stored_events = [_stored_event(row) for row in to_insert]
+
+
+def _insert_one_by_one(kept: list, batch_error: Exception, records: BatchRecords) -> list:
+    """ClickHouse refused the batch's data itself (not an outage). Find the rows it refuses
+    one at a time: store the others, dead-letter those, and release their dedup claims so that
+    a replay from the dead-letter store can store them."""
+    logger.warning("ClickHouse refused a batch; inserting its rows one by one", error=str(batch_error)[:300])
+    stored = []
+    for item, row, claim in kept:
+        try:
+            insert_events([row])
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            records.dead_letter(item.project.id, "store", exc, item.raw, item.context)
+            dedup.release([claim])
+        else:
+            stored.append((item, row, claim))
+    return stored
 
 
 def _stored_event(row: EventRow) -> dict:

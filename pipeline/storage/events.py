@@ -5,6 +5,8 @@ is listed in `QUERIES`, so that a test can run each one on ClickHouse 18.16 and 
 ClickHouse (chdb).
 """
 
+import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -111,14 +113,25 @@ def insert_events(rows: Sequence[EventRow]) -> None:
         [row.team_id for row in rows],
         [row.event for row in rows],
         [row.distinct_id for row in rows],
-        [orjson.dumps(row.properties).decode() for row in rows],
+        [to_json(row.properties) for row in rows],
         [row.timestamp_ms for row in rows],
         [row.created_at_ms for row in rows],
         [row.person_id for row in rows],
-        [orjson.dumps(row.person_properties).decode() for row in rows],
+        [to_json(row.person_properties) for row in rows],
         [row.elements_chain for row in rows],
     ]
+    started = time.perf_counter()
     execute(INSERT_EVENTS, columns, columnar=True)
+    observe_clickhouse_insert(len(rows), time.perf_counter() - started)
+
+
+def to_json(value: dict) -> str:
+    """JSON text for a properties column. orjson is fast but refuses integers beyond 64 bits,
+    which JavaScript SDKs can send; the standard library writes those as they came."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, default=str, ensure_ascii=False)
 
 
 def existing_uuids(team_ids: Iterable[int], uuids: Iterable[str]) -> set[str]:

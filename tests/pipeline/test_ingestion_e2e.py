@@ -1,10 +1,17 @@
-"""Capture -> Redis -> real Celery worker -> ClickHouse, end to end."""
+"""Capture -> Redis -> real Celery worker -> ClickHouse, end to end, including the failures
+the delivery promise is about: SDK retries, ClickHouse outages, a worker killed mid-batch."""
 
+import time
 import uuid
 
 import orjson
 import pytest
+from kombu import Connection
 
+from bklog_app.models import DeadLetter, IngestionWarning
+from pipeline.ingestion.batch import ingest_messages
+from pipeline.ingestion.tasks import ingest_batch
+from pipeline.storage.events import count_events, list_events
 from tests.factories import wait_for_events
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -15,27 +22,138 @@ def post_batch(client, token, events, **extra):
     return client.post("/batch/", data=orjson.dumps(body), content_type="application/json")
 
 
-def test_batch_is_stored_with_uuids_and_milliseconds(client, project, celery_worker):
-    events = [
-        {
-            "event": "signed_up",
-            "distinct_id": f"user-{i}",
-            "uuid": str(uuid.uuid4()),
-            "timestamp": f"2024-03-01T10:00:00.{i:03d}Z",
-            "properties": {"plan": "pro", "i": i},
-        }
-        for i in range(1, 6)
+def make_events(n: int, prefix: str = "user", **fields) -> list[dict]:
+    return [
+        {"event": "page", "distinct_id": f"{prefix}-{i}", "uuid": str(uuid.uuid4()), "properties": {"i": i}, **fields}
+        for i in range(n)
     ]
+
+
+def assert_stored_exactly_once(project_id: int, sent: list[dict], timeout: float = 60) -> None:
+    stored = wait_for_events(project_id, len(sent), timeout=timeout)
+    uuids = [row["uuid"] for row in stored]
+    assert len(uuids) == len(set(uuids)), "an event was stored twice"
+    assert sorted(uuids) == sorted(e["uuid"] for e in sent)
+
+
+def test_batch_is_stored_with_uuids_and_milliseconds(client, project, celery_worker):
+    events = make_events(5)
+    for i, event in enumerate(events, start=1):
+        event["timestamp"] = f"2024-03-01T10:00:00.{i:03d}Z"
     response = post_batch(client, project.api_token, events)
     assert response.status_code == 200, response.content
     assert response.json() == {"status": 1}
 
     stored = wait_for_events(project.id, 5)
-    assert sorted(e["uuid"] for e in stored) == sorted(e["uuid"] for e in events)
     by_uuid = {e["uuid"]: e for e in stored}
+    assert set(by_uuid) == {e["uuid"] for e in events}
     for sent in events:
         row = by_uuid[sent["uuid"]]
         assert row["timestamp"] == sent["timestamp"]
-        assert row["properties"]["plan"] == "pro"
+        assert row["properties"]["i"] == sent["properties"]["i"]
         assert row["distinct_id"] == sent["distinct_id"]
         assert row["person_id"] is None
+
+
+def test_same_batch_sent_twice_is_stored_once(client, project, celery_worker):
+    events = make_events(20)
+    assert post_batch(client, project.api_token, events).status_code == 200
+    assert post_batch(client, project.api_token, events).status_code == 200
+    assert_stored_exactly_once(project.id, events)
+    # a third copy, after the first two landed, is still a duplicate
+    assert post_batch(client, project.api_token, events).status_code == 200
+    marker = make_events(1, prefix="marker")
+    post_batch(client, project.api_token, marker)
+    wait_for_events(project.id, 21)
+    assert count_events(project.id) == 21
+
+
+def test_clickhouse_outage_loses_nothing(client, project, celery_worker, servers):
+    clickhouse = servers["clickhouse"]
+    before = make_events(10, prefix="before")
+    assert post_batch(client, project.api_token, before).status_code == 200
+    wait_for_events(project.id, 10)
+
+    clickhouse.stop()
+    during = []
+    try:
+        for n in range(5):
+            batch = make_events(10, prefix=f"during-{n}")
+            assert post_batch(client, project.api_token, batch).status_code == 200
+            during += batch
+            time.sleep(0.3)
+        time.sleep(2)  # the worker is now retrying against a ClickHouse that is down
+    finally:
+        clickhouse.start()
+    assert_stored_exactly_once(project.id, before + during)
+
+
+def test_worker_killed_mid_batch_loses_nothing_and_stores_nothing_twice(project, servers, make_worker):
+    """SIGKILL an ingestion worker while its batch is half done (rows claimed, INSERT failing
+    because ClickHouse is down); a new worker gets the unacknowledged messages back after the
+    visibility timeout and stores each event once."""
+    broker = servers["redis"].url[:-1] + "3"  # a broker database of its own: no other worker
+    worker = make_worker("ingestion", CELERY_BROKER_URL=broker)
+    clickhouse = servers["clickhouse"]
+    sent: list[dict] = []
+    clickhouse.stop()
+    try:
+        with Connection(broker) as connection:
+            for n in range(6):
+                events = make_events(25, prefix=f"kill-{n}")
+                sent += events
+                ingest_batch.apply_async(
+                    kwargs={"token": project.api_token, "project_id": project.id, "events": events,
+                            "ip": "127.0.0.1", "now": "2024-06-01T00:00:00.000+00:00", "sent_at": None},
+                    connection=connection,
+                )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while "dependency down" not in worker.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "dependency down" in worker.log.read_text(), worker.tail()
+        worker.kill()
+    finally:
+        clickhouse.start()
+    assert count_events(project.id) == 0
+    make_worker("ingestion", CELERY_BROKER_URL=broker)
+    assert_stored_exactly_once(project.id, sent, timeout=90)
+
+
+def test_a_broken_event_is_dead_lettered_and_the_rest_stored(project):
+    good = make_events(3)
+    broken = {"event": "page", "uuid": str(uuid.uuid4()), "properties": {}}  # no distinct_id
+    message = {"id": "m-1", "token": project.api_token, "project_id": project.id, "ip": None,
+               "now": "2024-06-01T00:00:00.000+00:00", "sent_at": None, "events": [*good, broken]}  # fmt: skip
+    report = ingest_messages([message])
+    assert report.stored == 3
+    assert report.dead_lettered == 1
+    letter = DeadLetter.objects.get(project=project)
+    assert letter.kind == "event"
+    assert letter.step == "plugins"
+    assert "distinct_id" in letter.error
+    assert letter.payload == broken
+    assert letter.context["token"] == project.api_token
+
+
+def test_invalid_uuid_reaching_the_worker_is_dropped_with_a_warning(project):
+    message = {"id": "m-2", "token": project.api_token, "project_id": project.id, "ip": None,
+               "now": "2024-06-01T00:00:00.000+00:00", "sent_at": None,
+               "events": [{"event": "e", "distinct_id": "d", "uuid": "nope"}]}  # fmt: skip
+    report = ingest_messages([message])
+    assert report.stored == 0 and report.dropped == 1
+    assert IngestionWarning.objects.filter(project=project, type="skipping_event_invalid_uuid").count() == 1
+
+
+def test_integers_beyond_64_bits_are_stored(client, project, celery_worker):
+    body = b'{"api_key": "%s", "event": "big", "distinct_id": "d", "properties": {"n": 123456789012345678901234567890}}'
+    assert client.post("/e/", data=body % project.api_token.encode(), content_type="application/json").status_code == 200
+    [row] = wait_for_events(project.id, 1)
+    assert row["properties"]["n"] == 123456789012345678901234567890
+
+
+def test_unknown_token_at_ingestion_is_dropped(project):
+    message = {"id": "m-3", "token": "phc_gone", "project_id": None, "ip": None,
+               "now": "2024-06-01T00:00:00.000+00:00", "sent_at": None, "events": make_events(2)}  # fmt: skip
+    report = ingest_messages([message])
+    assert report.dropped == 2 and report.stored == 0
+    assert list_events(project.id) == []
