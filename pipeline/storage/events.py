@@ -6,7 +6,6 @@ ClickHouse (chdb).
 """
 
 import json
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,9 +119,7 @@ def insert_events(rows: Sequence[EventRow]) -> None:
         [to_json(row.person_properties) for row in rows],
         [row.elements_chain for row in rows],
     ]
-    started = time.perf_counter()
     execute(INSERT_EVENTS, columns, columnar=True)
-    observe_clickhouse_insert(len(rows), time.perf_counter() - started)
 
 
 def to_json(value: dict) -> str:
