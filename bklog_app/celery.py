@@ -31,6 +31,10 @@ def _config() -> dict:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT,
+            # How often a worker looks for messages whose consumer died (past the visibility
+            # timeout) and puts them back: every CELERY_UNACKED_RESTORE_INTERVAL seconds.
+            "unacked_restore_interval": settings.CELERY_UNACKED_RESTORE_INTERVAL,
+            "unacked_restore_throttle": 1,
             "socket_timeout": 5,
             "socket_connect_timeout": 3,
             "retry_on_timeout": True,

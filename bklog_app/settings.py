@@ -118,6 +118,7 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 # Unacknowledged messages (a killed worker's) come back after this many seconds. It must be
 # longer than the longest task; long waits are kept in the database, never as a Celery ETA.
 CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=900)
+CELERY_UNACKED_RESTORE_INTERVAL = env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=30)
 BKLOG_WORKER_ROLE = env.str("BKLOG_WORKER_ROLE", default="all")
 SCHEDULE_LOCK_TTL = env.int("SCHEDULE_LOCK_TTL", default=60)
 

@@ -56,6 +56,7 @@ def pytest_configure(config):
             "CLICKHOUSE_DATABASE": TEST_CLICKHOUSE_DATABASE,
             # Short enough that a test can watch a killed worker's messages come back.
             "CELERY_VISIBILITY_TIMEOUT": "20",
+            "CELERY_UNACKED_RESTORE_INTERVAL": "2",
             "INGESTION_BATCH_SECONDS": "0.05",
             "INGESTION_RETRY_MAX_SECONDS": "120",
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
@@ -72,13 +73,19 @@ def pytest_configure(config):
     migrate(TEST_CLICKHOUSE_DATABASE, report=lambda _line: None)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    SERVERS["keep_logs"] = exitstatus not in (0, 5)
+
+
 def pytest_unconfigure(config):
     for name in ("postgres", "clickhouse", "redis"):
         server = SERVERS.pop(name, None)
         if server is not None:
             server.stop()
     base = SERVERS.pop("base", None)
-    if base is not None:
+    if base is not None and SERVERS.get("keep_logs"):
+        print(f"\nbklog tests: servers' data and worker logs kept in {base}")
+    elif base is not None:
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -99,7 +106,7 @@ def test_database_url(django_db_setup) -> str:
 
 
 def process_env(test_database_url: str, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": test_database_url, "PYTHONUNBUFFERED": "1", **extra}
+    env = {**os.environ, "DATABASE_URL": test_database_url, "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO", **extra}
     env.pop("PYTEST_CURRENT_TEST", None)
     return env
 
@@ -109,7 +116,9 @@ class WorkerProcess:
 
     def __init__(self, env: dict[str, str], role: str = "all", concurrency: int = 1, log: Path | None = None):
         self.env, self.role, self.concurrency = env, role, concurrency
-        self.log = log or Path(tempfile.mkstemp(prefix=f"worker-{role}-", suffix=".log")[1])
+        logs = SERVERS["base"] / "logs"
+        logs.mkdir(exist_ok=True)
+        self.log = log or Path(tempfile.mkstemp(prefix=f"worker-{role}-", suffix=".log", dir=logs)[1])
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "WorkerProcess":

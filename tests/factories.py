@@ -10,12 +10,18 @@ from rest_framework.test import APIClient
 from bklog_app.models import Membership, Organization, PersonalAPIKey, Project
 
 _counter = itertools.count(1)
+# ClickHouse keeps its rows across tests while the database is rolled back and reuses ids, so
+# projects get ids that no earlier test (or earlier session) used.
+_project_ids = itertools.count(int(time.time() * 1000) % 10**12)
 
 
 def make_project(organization: Organization | None = None, **fields) -> Project:
     organization = organization or Organization.objects.create(name=f"org-{uuid.uuid4().hex[:8]}")
     return Project.objects.create(
-        organization=organization, name=fields.pop("name", f"project-{next(_counter)}"), **fields
+        id=next(_project_ids),
+        organization=organization,
+        name=fields.pop("name", f"project-{next(_counter)}"),
+        **fields,
     )
 
 

@@ -99,10 +99,14 @@ def ingest_messages(messages: list[dict[str, Any]]) -> BatchReport:
 def dead_letter_messages(messages: list[dict[str, Any]], error: BaseException) -> None:
     """Put every event of these messages in the dead-letter store, step `batch`."""
     records = BatchRecords()
+    claims = []
     for message in messages:
         for raw in message.get("events") or []:
             records.dead_letter(message.get("project_id"), "batch", error, raw, _context(message))
+            if message.get("project_id") and isinstance(raw.get("uuid"), str):
+                claims.append(dedup.Claim(message["project_id"], raw["uuid"], message["id"]))
     records.save()
+    dedup.release(claims)
 
 
 def _resolve_project(message: dict) -> ProjectInfo | None:

@@ -85,7 +85,19 @@ def confirm(items: Sequence[Claim]) -> None:
     pipe.execute()
 
 
+# Delete a key only while it still holds this message's claim.
+_RELEASE_SCRIPT = """
+for i, key in ipairs(KEYS) do
+    if redis.call('GET', key) == ARGV[i] then redis.call('DEL', key) end
+end
+return 0
+"""
+
+
 def release(items: Sequence[Claim]) -> None:
-    """Forget claims whose events were dead-lettered instead of stored."""
+    """Forget this message's claims on events that were dead-lettered instead of stored, so
+    that a replay from the dead-letter store (a new message) can store them."""
     if items:
-        get_redis().delete(*[_key(item.team_id, item.uuid) for item in items])
+        keys = [_key(item.team_id, item.uuid) for item in items]
+        values = [PENDING_PREFIX + item.message_id.encode() for item in items]
+        get_redis().eval(_RELEASE_SCRIPT, len(keys), *keys, *values)

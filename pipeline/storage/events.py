@@ -31,9 +31,10 @@ EVENT_COLUMNS = (
 
 INSERT_EVENTS = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES"
 
+# Compared as strings: ClickHouse 18.16 cannot compare a UUID column with string literals.
 EXISTING_UUIDS = """
 SELECT DISTINCT toString(uuid) FROM events
-WHERE team_id IN %(team_ids)s AND uuid IN %(uuids)s
+WHERE team_id IN %(team_ids)s AND toString(uuid) IN %(uuids)s
 """
 
 SELECT_COLUMNS = (
@@ -64,7 +65,7 @@ SELECT max(created_at_ms) FROM events
 QUERIES: dict[str, tuple[str, dict[str, Any]]] = {
     "existing_uuids": (
         EXISTING_UUIDS,
-        {"team_ids": [1], "uuids": [UUID("00000000-0000-0000-0000-000000000001")]},
+        {"team_ids": (1,), "uuids": ("00000000-0000-0000-0000-000000000001",)},
     ),
     "list_events": (
         LIST_EVENTS,
@@ -132,10 +133,11 @@ def to_json(value: dict) -> str:
 
 
 def existing_uuids(team_ids: Iterable[int], uuids: Iterable[str]) -> set[str]:
-    uuids = [UUID(u) for u in uuids]
+    uuids = [str(UUID(u)) for u in uuids]
     if not uuids:
         return set()
-    rows = execute(EXISTING_UUIDS, {"team_ids": sorted(set(team_ids)), "uuids": uuids})
+    # Tuples: clickhouse-driver renders a tuple as (a, b) for IN, a list as an array.
+    rows = execute(EXISTING_UUIDS, {"team_ids": tuple(sorted(set(team_ids))), "uuids": tuple(uuids)})
     return {row[0] for row in rows}
 
 
