@@ -114,19 +114,19 @@ def process_env(test_database_url: str, **extra: str) -> dict[str, str]:
 class WorkerProcess:
     """A real Celery worker (prefork) run as `celery -A bklog_app worker --role ROLE`."""
 
-    def __init__(self, env: dict[str, str], role: str = "all", concurrency: int = 1, log: Path | None = None):
+    def __init__(self, env: dict[str, str], role: str | None = "all", concurrency: int = 1, log: Path | None = None):
         self.env, self.role, self.concurrency = env, role, concurrency
         logs = SERVERS["base"] / "logs"
         logs.mkdir(exist_ok=True)
-        self.log = log or Path(tempfile.mkstemp(prefix=f"worker-{role}-", suffix=".log", dir=logs)[1])
+        self.log = log or Path(tempfile.mkstemp(prefix=f"worker-{role or 'env'}-", suffix=".log", dir=logs)[1])
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "WorkerProcess":
         command = [
-            sys.executable, "-m", "celery", "-A", "bklog_app", "worker", "--role", self.role,
+            sys.executable, "-m", "celery", "-A", "bklog_app", "worker", *(["--role", self.role] if self.role else []),
             "--pool", "prefork", "--concurrency", str(self.concurrency), "--loglevel", "INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "--hostname", f"test-{self.role}-{os.getpid()}-{time.monotonic_ns()}@%h",
+            "--hostname", f"test-{self.role or 'env'}-{os.getpid()}-{time.monotonic_ns()}@%h",
         ]  # fmt: skip
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
@@ -181,7 +181,7 @@ def make_worker(worker_env):
     """Start extra workers in a test; they are stopped (or were killed) at its end."""
     started: list[WorkerProcess] = []
 
-    def start(role: str = "ingestion", **env: str) -> WorkerProcess:
+    def start(role: str | None = "ingestion", **env: str) -> WorkerProcess:
         worker = WorkerProcess({**worker_env, **env}, role=role).start()
         started.append(worker)
         return worker

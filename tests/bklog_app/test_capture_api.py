@@ -107,7 +107,7 @@ def test_form_data_field(client, project):
 def test_form_data_base64_with_spaces_for_plus(client, project):
     payload = json.dumps({"api_key": project.api_token, **event(properties={"q": "??>>"})})
     encoded = base64.b64encode(payload.encode()).decode()
-    assert "+" in encoded or "/" in encoded or True
+    assert "+" in encoded  # the case this test is about
     body = "data=" + encoded.replace("+", " ")  # what a form post without escaping delivers
     response = client.post("/e/", data=body, content_type="application/x-www-form-urlencoded")
     assert response.status_code == 200

@@ -1,0 +1,84 @@
+"""The Celery app's promises: declared queues only, JSON only, explicit names, worker roles."""
+
+import pytest
+
+from bklog_app.celery import TASK_MODULES, app, periodic_schedule
+from pipeline.queues import ROLE_QUEUES, Queue, queues_for_role
+
+DECLARED = {queue.name for queue in app.conf.task_queues}
+
+
+def bklog_tasks():
+    app.loader.import_default_modules()
+    for module in TASK_MODULES:
+        __import__(module)
+    return {name: task for name, task in app.tasks.items() if not name.startswith("celery.")}
+
+
+def test_the_four_queues_are_declared_once():
+    assert DECLARED == {q.value for q in Queue} == {"default", "ingestion", "scheduled", "async_export"}
+    assert len(app.conf.task_queues) == 4
+    assert app.conf.task_create_missing_queues is False
+    assert app.conf.task_default_queue == "default"
+
+
+def test_json_only():
+    assert app.conf.task_serializer == "json"
+    assert app.conf.accept_content == ["json"]
+    assert app.conf.result_serializer == "json"
+
+
+def test_every_task_has_a_dotted_name_and_a_declared_queue():
+    tasks = bklog_tasks()
+    assert tasks, "no tasks registered"
+    for name, task in tasks.items():
+        assert name.startswith("bklog."), name
+        assert task.queue in DECLARED, f"{name} routes to undeclared queue {task.queue!r}"
+
+
+def test_every_periodic_task_is_registered_routed_and_expires():
+    tasks = bklog_tasks()
+    for entry_name, entry in periodic_schedule().items():
+        assert entry["task"] in tasks, entry_name
+        assert tasks[entry["task"]].queue in DECLARED
+        assert entry.get("options", {}).get("expires"), f"{entry_name} has no expiry"
+
+
+def test_a_task_routed_to_an_undeclared_queue_is_refused():
+    with pytest.raises(Exception, match="nowhere"):
+        app.send_task("bklog.nothing", queue="nowhere", retry=False)
+
+
+def test_ingestion_acks_late_and_rejects_on_worker_lost():
+    task = bklog_tasks()["bklog.ingestion.ingest_batch"]
+    assert task.acks_late and task.reject_on_worker_lost
+    assert task.queue == "ingestion"
+
+
+@pytest.mark.parametrize(
+    "role, queues",
+    [
+        ("all", {"ingestion", "default", "scheduled", "async_export"}),
+        ("ingestion", {"ingestion"}),
+        ("async", {"default", "async_export"}),
+        ("scheduler", {"scheduled"}),
+        ("default", {"default"}),
+    ],
+)
+def test_roles_pick_queues(role, queues):
+    assert {q.value for q in queues_for_role(role)} == queues
+
+
+def test_unknown_role_says_which_exist():
+    with pytest.raises(ValueError, match="ingestion"):
+        queues_for_role("everything")
+    assert set(ROLE_QUEUES) >= {"all", "ingestion", "async", "scheduler"}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_real_worker_consumes_only_its_roles_queues(make_worker, how):
+    worker = make_worker("async") if how == "flag" else make_worker(None, BKLOG_WORKER_ROLE="async")
+    banner = worker.log.read_text()
+    assert ".> default" in banner and ".> async_export" in banner
+    assert ".> ingestion" not in banner and ".> scheduled" not in banner
