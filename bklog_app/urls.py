@@ -1,8 +1,8 @@
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 
 from bklog_app import health
-from bklog_app.api.events import EventListView
+from bklog_app.capture.segment import segment
 from bklog_app.capture.views import capture
 
 CAPTURE_ENDPOINTS = r"(?P<endpoint>e|capture|track|batch|engage|i/v0/e)"
@@ -12,6 +12,12 @@ urlpatterns = [
     path("_health", health.liveness, name="liveness"),
     path("health", health.health, name="health"),
     path("health/ready", health.readiness, name="readiness"),
-    path("api/projects/<int:project_id>/events/", EventListView.as_view(), name="project-events"),
+    re_path(r"^v1/(?P<kind>batch|track|identify|alias|page|screen|group)/?$", segment, name="segment"),
+    path("", include("bklog_app.api.urls")),
     path("admin/", admin.site.urls),
 ]
+
+handler400 = "bklog_app.api.errors.bad_request"
+handler403 = "bklog_app.api.errors.permission_denied"
+handler404 = "bklog_app.api.errors.not_found"
+handler500 = "bklog_app.api.errors.server_error"

@@ -18,7 +18,7 @@ _project_ids = itertools.count(int(time.time() * 1000) % 10**12)
 def make_project(organization: Organization | None = None, **fields) -> Project:
     organization = organization or Organization.objects.create(name=f"org-{uuid.uuid4().hex[:8]}")
     return Project.objects.create(
-        id=next(_project_ids),
+        id=fields.pop("id", None) or next(_project_ids),
         organization=organization,
         name=fields.pop("name", f"project-{next(_counter)}"),
         **fields,

@@ -1,5 +1,6 @@
 """One error body for the whole API: {"type", "code", "detail", "attr"}."""
 
+from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -15,6 +16,9 @@ TYPES = {
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, OverflowError):
+        # An id too large for the database's integers: it cannot exist.
+        exc = exceptions.NotFound("No such resource.")
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -58,3 +62,35 @@ def _first_code(codes, attr: str) -> str:
 
 def _headers(response: Response) -> dict:
     return {key: value for key, value in response.items() if key in ("WWW-Authenticate", "Retry-After", "Allow")}
+
+
+def not_found(request, exception=None):
+    """Django's 404 for URLs no view matched, in the API's error shape."""
+    body = {"type": "invalid_request", "code": "not_found", "detail": f"No such resource: {request.path}", "attr": None}
+    return JsonResponse(body, status=404)
+
+
+def bad_request(request, exception=None):
+    """Django's 400 (a request it refuses before any view, e.g. too many form fields)."""
+    body = {"type": "validation_error", "code": "bad_request", "detail": str(exception or "Bad request."), "attr": None}
+    return JsonResponse(body, status=400)
+
+
+def permission_denied(request, exception=None):
+    body = {
+        "type": "authentication_error",
+        "code": "permission_denied",
+        "detail": str(exception or "Forbidden."),
+        "attr": None,
+    }
+    return JsonResponse(body, status=403)
+
+
+def server_error(request):
+    body = {
+        "type": "server_error",
+        "code": "error",
+        "detail": "Internal error. It is logged with this response's X-Request-Id; report that id to the operators.",
+        "attr": None,
+    }
+    return JsonResponse(body, status=500)

@@ -2,6 +2,7 @@
 
 import base64
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -43,7 +44,25 @@ def _parse_time(value: str, name: str) -> int:
     return to_ms(parsed)
 
 
+class StoredEvent(serializers.Serializer):
+    uuid = serializers.UUIDField()
+    event = serializers.CharField()
+    distinct_id = serializers.CharField()
+    properties = serializers.DictField()
+    timestamp = serializers.CharField(help_text="ISO 8601 UTC with milliseconds")
+    created_at = serializers.CharField()
+    person_id = serializers.UUIDField(allow_null=True)
+    person_properties = serializers.DictField()
+    elements_chain = serializers.CharField(allow_blank=True)
+
+
+class EventPage(serializers.Serializer):
+    results = StoredEvent(many=True)
+    next = serializers.URLField(allow_null=True)
+
+
 class EventListView(APIView):
+    @extend_schema(parameters=[EventQuery], responses=EventPage)
     def get(self, request, project_id: int):
         project = project_for(request.user, project_id)
         query = EventQuery(data=request.query_params)

@@ -40,8 +40,8 @@ def decode_request(request, *, limit: int, force_event: str | None = None) -> De
     compression = request.GET.get("compression") or form.get("compression") or ""
     content_encoding = request.headers.get("Content-Encoding", "")
     if compression in ("gzip", "gzip-js") or "gzip" in content_encoding or data[:2] == GZIP_MAGIC:
-        data = _gunzip(data, limit)
-    payload = _parse_json_or_base64(data, limit)
+        data = gunzip(data, limit)
+    payload = parse_body(data, limit)
 
     if isinstance(payload, dict) and "batch" in payload:
         raw_events = payload["batch"]
@@ -63,7 +63,7 @@ def decode_request(request, *, limit: int, force_event: str | None = None) -> De
             raise invalid_payload(f"Event {index} is not a JSON object.", attr="batch")
 
     token = _find_token(request, form, body, raw_events)
-    events, skipped = _check_events(raw_events, force_event)
+    events, skipped = check_events(raw_events, force_event)
     sent_at = body.get("sent_at") if isinstance(body.get("sent_at"), str) else None
     if sent_at is None and request.GET.get("_"):
         sent_at = _epoch_to_iso(request.GET["_"])
@@ -112,7 +112,7 @@ def _read_form(request, content_type: str, limit: int) -> dict[str, bytes]:
     return {key: request.POST.get(key, "").encode() for key in request.POST}
 
 
-def _gunzip(data: bytes, limit: int) -> bytes:
+def gunzip(data: bytes, limit: int) -> bytes:
     # A small body may expand a lot; refuse anything that grows past ten times the limit.
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
@@ -124,7 +124,8 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
-def _parse_json_or_base64(data: bytes, limit: int) -> Any:
+def parse_body(data: bytes, limit: int) -> Any:
+    """JSON (NaN and Infinity read as null), else base64 of JSON or of gzipped JSON."""
     parsed = _parse_json(data)
     if parsed is not _INVALID:
         return parsed
@@ -134,7 +135,7 @@ def _parse_json_or_base64(data: bytes, limit: int) -> Any:
     except (UnicodeDecodeError, binascii.Error, ValueError):
         decoded = b""
     if decoded[:2] == GZIP_MAGIC:
-        decoded = _gunzip(decoded, limit)
+        decoded = gunzip(decoded, limit)
     parsed = _parse_json(decoded) if decoded else _INVALID
     if parsed is _INVALID:
         raise invalid_payload("The body is neither JSON nor base64-encoded JSON.")
@@ -174,7 +175,7 @@ def _find_token(request, form: dict, body: dict, events: list[dict]) -> str | No
     return None
 
 
-def _check_events(raw_events: list[dict], force_event: str | None) -> tuple[list[dict], int]:
+def check_events(raw_events: list[dict], force_event: str | None) -> tuple[list[dict], int]:
     events, skipped = [], 0
     for index, event in enumerate(raw_events):
         if force_event:

@@ -46,41 +46,52 @@ def capture(request, endpoint: str = "e"):
     try:
         _capture(request, endpoint)
     except CaptureError as error:
-        if error.status >= 500:
-            logger.error("capture refused", status=error.status, code=error.code, detail=error.detail)
-        return _cors(request, _json(error.status, error.body()))
+        return error_response(request, error)
     return _cors(request, HttpResponse(ACCEPTED, content_type="application/json"))
 
 
 def _capture(request, endpoint: str) -> None:
     limit = settings.CAPTURE_MAX_BATCH_BYTES if endpoint in BATCH_PATHS else settings.CAPTURE_MAX_EVENT_BYTES
     decoded = decode_request(request, limit=limit, force_event="$identify" if endpoint == "engage" else None)
-    if decoded.token is None:
+    accept_events(request, decoded.token, decoded.events, decoded.sent_at)
+
+
+def accept_events(request, token: str | None, events: list[dict], sent_at: str | None) -> None:
+    """Authenticate by token, rate-limit, and enqueue the events as one message."""
+    if token is None:
         raise missing_api_key()
     try:
-        project = project_for_token(decoded.token)
+        project = project_for_token(token)
     except Exception as exc:
-        raise server_error(f"The project database is unavailable ({type(exc).__name__}); retry later.") from exc
+        raise server_error(
+            f"The project database or Redis is unavailable ({type(exc).__name__}); retry later."
+        ) from exc
     if project is None:
         raise invalid_api_key()
-    if not decoded.events:
+    if not events:
         return  # every event lacked a name: nothing to store, and nothing wrong
     if project.rate_limit_per_minute:
-        _check_rate_limit(project.id, project.rate_limit_per_minute, len(decoded.events))
+        _check_rate_limit(project.id, project.rate_limit_per_minute, len(events))
     now = datetime.now(UTC)
     try:
         enqueue_capture(
-            token=decoded.token,
+            token=token,
             project_id=project.id,
-            events=decoded.events,
+            events=events,
             ip=client_ip(request),
             now=now.isoformat(timespec="milliseconds"),
-            sent_at=decoded.sent_at,
+            sent_at=sent_at,
         )
     except (BrokerError, *REDIS_ERRORS, OSError) as exc:
         raise server_error(
             f"The event queue (Redis) did not accept the events ({exc}); nothing was stored. Retry later."
         ) from exc
+
+
+def error_response(request, error: CaptureError) -> HttpResponse:
+    if error.status >= 500:
+        logger.error("capture refused", status=error.status, code=error.code, detail=error.detail)
+    return _cors(request, _json(error.status, error.body()))
 
 
 def _check_rate_limit(project_id: int, per_minute: int, events: int) -> None:

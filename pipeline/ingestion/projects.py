@@ -1,11 +1,18 @@
-"""Step 1: the project an event belongs to, from its capture token, cached briefly per process."""
+"""Step 1: the project an event belongs to, from its capture token.
+
+Lookups are cached in each process. A change to any project (a rotated token, a new rate limit,
+`anonymize_ips`) bumps an epoch counter in Redis; every process compares the epoch on each
+lookup and drops its cache when it moved, so a rotated token stops working at once everywhere.
+"""
 
 import time
 from dataclasses import dataclass
 
 from bklog_app.models import Project
+from pipeline.redis import get_redis
 
-CACHE_SECONDS = 5.0
+CACHE_SECONDS = 60.0
+EPOCH_KEY = "bklog:projects:epoch"
 
 
 @dataclass(frozen=True)
@@ -15,15 +22,18 @@ class ProjectInfo:
     rate_limit_per_minute: int | None
 
 
+_FIELDS = ("id", "anonymize_ips", "rate_limit_per_minute")
 _cache: dict[str, tuple[float, ProjectInfo | None]] = {}
+_epoch: list[bytes | None] = [None]
 
 
 def project_for_token(token: str) -> ProjectInfo | None:
+    _check_epoch()
     now = time.monotonic()
     hit = _cache.get(token)
     if hit is not None and now - hit[0] < CACHE_SECONDS:
         return hit[1]
-    row = Project.objects.filter(api_token=token).values_list("id", "anonymize_ips", "rate_limit_per_minute").first()
+    row = Project.objects.filter(api_token=token).values_list(*_FIELDS).first()
     info = ProjectInfo(*row) if row else None
     if len(_cache) > 10_000:
         _cache.clear()
@@ -32,13 +42,18 @@ def project_for_token(token: str) -> ProjectInfo | None:
 
 
 def project_by_id(project_id: int) -> ProjectInfo | None:
-    row = Project.objects.filter(id=project_id).values_list("id", "anonymize_ips", "rate_limit_per_minute").first()
+    row = Project.objects.filter(id=project_id).values_list(*_FIELDS).first()
     return ProjectInfo(*row) if row else None
 
 
-def forget(token: str | None = None) -> None:
-    """Drop cached lookups (all, or one token): after a token rotation or a project change."""
-    if token is None:
+def forget() -> None:
+    """Every process drops its cached lookups (called after a project changes)."""
+    _cache.clear()
+    get_redis().incr(EPOCH_KEY)
+
+
+def _check_epoch() -> None:
+    epoch = get_redis().get(EPOCH_KEY)
+    if epoch != _epoch[0]:
         _cache.clear()
-    else:
-        _cache.pop(token, None)
+        _epoch[0] = epoch

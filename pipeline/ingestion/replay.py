@@ -1,0 +1,31 @@
+"""Replay dead-lettered events: back through ingestion as a new captured request.
+
+An event without a uuid gets one, saved on the dead letter before it is queued, so replaying it
+twice still stores it once (dedup by uuid).
+"""
+
+import uuid
+from datetime import UTC, datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from bklog_app.models import DeadLetter
+from pipeline.ingestion.tasks import enqueue_capture
+
+
+def replay_event(letter: DeadLetter) -> None:
+    payload = dict(letter.payload)
+    if not payload.get("uuid"):
+        payload["uuid"] = str(uuid.uuid4())
+    with transaction.atomic():
+        DeadLetter.objects.filter(pk=letter.pk).update(payload=payload, replayed_at=timezone.now())
+    context = letter.context or {}
+    enqueue_capture(
+        token=context.get("token") or "",
+        project_id=letter.project_id,
+        events=[payload],
+        ip=context.get("ip"),
+        now=context.get("now") or datetime.now(UTC).isoformat(timespec="milliseconds"),
+        sent_at=context.get("sent_at"),
+    )
