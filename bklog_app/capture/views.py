@@ -64,7 +64,7 @@ def accept_events(request, token: str | None, events: list[dict], sent_at: str |
         project = project_for_token(token)
     except Exception as exc:
         raise server_error(
-            f"The project database or Redis is unavailable ({type(exc).__name__}); retry later."
+            f"The project database or Redis is unavailable ({type(exc).__name__}); nothing was stored. Retry later."
         ) from exc
     if project is None:
         raise invalid_api_key()
