@@ -1,6 +1,15 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from bklog_app.models import DeadLetter, IngestionWarning, Membership, Organization, PersonalAPIKey, Project
+from pipeline.deadletters import replay
+from pipeline.storage.clickhouse import ClickHouseUnavailable
+from pipeline.storage.events import list_events
+
+LATEST_EVENTS = 100
 
 
 class MembershipInline(admin.TabularInline):
@@ -18,10 +27,42 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["name", "organization", "api_token", "anonymize_ips", "rate_limit_per_minute", "created_at"]
+    list_display = [
+        "name", "organization", "api_token", "anonymize_ips", "rate_limit_per_minute", "created_at", "events_link",
+    ]  # fmt: skip
     list_filter = ["organization", "anonymize_ips"]
     search_fields = ["name", "api_token"]
-    readonly_fields = ["api_token", "created_at"]
+    readonly_fields = ["api_token", "created_at", "events_link"]
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.latest_events)
+        return [path("<int:project_id>/events/", view, name="bklog_app_project_events"), *super().get_urls()]
+
+    @admin.display(description="events")
+    def events_link(self, project: Project) -> str:
+        if not project.pk:
+            return ""
+        return format_html(
+            '<a href="{}">latest events</a>', reverse("admin:bklog_app_project_events", args=[project.pk])
+        )
+
+    def latest_events(self, request, project_id: int):
+        """The project's latest events, straight from ClickHouse."""
+        project = get_object_or_404(Project, pk=project_id)
+        error = None
+        try:
+            events = list_events(project.id, limit=LATEST_EVENTS)
+        except ClickHouseUnavailable as exc:
+            events, error = [], f"{exc}. Check ClickHouse (GET /health/ready), then reload this page."
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Latest events of {project}",
+            "project": project,
+            "events": events,
+            "error": error,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/bklog_app/project_events.html", context)
 
 
 @admin.register(PersonalAPIKey)
@@ -43,8 +84,20 @@ class IngestionWarningAdmin(admin.ModelAdmin):
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
     list_display = ["kind", "step", "project", "short_error", "created_at", "replayed_at"]
-    list_filter = ["kind", "step", "project"]
+    list_filter = ["kind", "step", "project", ("replayed_at", admin.EmptyFieldListFilter)]
+    search_fields = ["error"]
     readonly_fields = ["project", "kind", "step", "error", "payload", "context", "created_at", "replayed_at"]
+    actions = ["replay_selected"]
+
+    @admin.action(description="Replay the selected dead letters")
+    def replay_selected(self, request, queryset):
+        count = 0
+        for letter in queryset.filter(replayed_at__isnull=True):
+            replay(letter)
+            count += 1
+        skipped = queryset.count() - count
+        note = f" ({skipped} already replayed, skipped)" if skipped else ""
+        self.message_user(request, f"Queued {count} dead letter(s) again{note}.", messages.SUCCESS)
 
     @admin.display(description="error")
     def short_error(self, obj):
