@@ -38,17 +38,17 @@ def objects(project):
 def test_every_changelist_and_add_page_renders(operator, objects):
     for model, model_admin in admin.site._registry.items():
         info = (model._meta.app_label, model._meta.model_name)
-        response = operator.get(reverse("admin:%s_%s_changelist" % info))
+        response = operator.get(reverse(f"admin:{info[0]}_{info[1]}_changelist"))
         assert response.status_code == 200, info
         if model_admin.has_add_permission(response.wsgi_request):
-            assert operator.get(reverse("admin:%s_%s_add" % info)).status_code == 200, info
+            assert operator.get(reverse(f"admin:{info[0]}_{info[1]}_add")).status_code == 200, info
 
 
 def test_every_change_page_renders(operator, objects):
     for model in admin.site._registry:
         info = (model._meta.app_label, model._meta.model_name)
         for pk in model.objects.values_list("pk", flat=True)[:3]:
-            response = operator.get(reverse("admin:%s_%s_change" % info, args=[pk]))
+            response = operator.get(reverse(f"admin:{info[0]}_{info[1]}_change", args=[pk]))
             assert response.status_code == 200, (info, pk)
 
 

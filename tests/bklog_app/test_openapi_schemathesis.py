@@ -3,10 +3,10 @@ response conforms to the schema."""
 
 import pytest
 import schemathesis
-from schemathesis import checks
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
+from schemathesis import checks
 
 from bklog_app.wsgi import application
 from tests.factories import make_project, make_user_with_key
