@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 REQS_HASH := $(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQS_HASH)
 
-.PHONY: run test stop status logs deps system-deps python-deps lint format
+.PHONY: run test stop status image logs deps system-deps python-deps lint format
 
 run: deps
 	@bash support-files/dev/make-run.sh
@@ -16,7 +16,10 @@ stop:
 	@bash support-files/dev/make-stop.sh
 
 status:
-	@$(BIN)/supervisorctl -c support-files/supervisord.conf status || true
+	@bash support-files/supervisorctl.sh status || true
+
+image: python-deps
+	@bash support-files/build-image.sh
 
 test: deps
 	@bash support-files/dev/make-test.sh

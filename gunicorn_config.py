@@ -1,4 +1,10 @@
-"""Gunicorn settings, from environment variables (see the README's configuration table)."""
+"""Gunicorn settings, from environment variables, and the Consul registration hooks.
+
+Run: `gunicorn -c gunicorn_config.py bklog_app.wsgi:application`. Every GUNICORN_* variable is
+listed with its default in docs/operations.md. `when_ready` registers the service in Consul from
+a background thread (bklog_app/consul_registration.py), so Consul being down or slow never holds
+up or stops Gunicorn; `on_exit` deregisters it.
+"""
 
 import multiprocessing
 import os
@@ -23,4 +29,55 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s" request_id=%({x-request-id}o)s'
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def _logconfig_dict() -> dict:
+    """Gunicorn's error and access lines in the format of every other bklog log line
+    (LOG_FORMAT=json: one JSON object per line; request ids are in the access line)."""
+    from bklog_app.logging import formatter_config
+
+    def handler(stream: str) -> dict:
+        return {"class": "logging.StreamHandler", "formatter": "bklog", "stream": stream}
+
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"bklog": formatter_config(os.environ.get("LOG_FORMAT", "text"))},
+        "handlers": {"error_console": handler("ext://sys.stderr"), "console": handler("ext://sys.stdout")},
+        "loggers": {
+            "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        },
+    }
+
+
+logconfig_dict = _logconfig_dict()
 proc_name = "bklog-web"
+# Behind a proxy that sets X-Forwarded-* (ingress, load balancer): which peers to believe.
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def on_starting(server):
+    """Before any worker forks: the metrics folder every worker writes to (pipeline/metrics.py)."""
+    from bklog_app.consul_registration import django_settings
+
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(django_settings().PROMETHEUS_MULTIPROC_DIR))
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+def when_ready(server):
+    from bklog_app.consul_registration import on_gunicorn_ready
+
+    on_gunicorn_ready(server)
+
+
+def child_exit(server, worker):
+    from pipeline.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    from bklog_app.consul_registration import on_gunicorn_exit
+
+    on_gunicorn_exit(server)

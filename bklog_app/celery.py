@@ -20,7 +20,13 @@ from pipeline.queues import Queue, queues_for_role
 # Every module that defines tasks. Listed here, not discovered, so a reader sees them all.
 TASK_MODULES = [
     "pipeline.ingestion.tasks",
+    "pipeline.plugins.tasks",
+    "pipeline.exports.tasks",
 ]
+# Bench only: the naive one-task-per-event baseline (bench/naive_tasks.py), registered only in
+# the workers that `python -m bench` starts (it sets BKLOG_BENCH_TASKS=1). Never in production.
+if os.environ.get("BKLOG_BENCH_TASKS") == "1":
+    TASK_MODULES.append("bench.naive_tasks")
 
 app = Celery("bklog", include=TASK_MODULES)
 
@@ -62,7 +68,10 @@ def _config() -> dict:
 
 def periodic_schedule() -> dict:
     """Every periodic task, each with an expiry so a backlog never runs stale copies."""
-    return {}
+    from pipeline.exports.beat import export_beat_entries
+    from pipeline.plugins.beat import plugin_beat_entries
+
+    return {**plugin_beat_entries(), **export_beat_entries()}
 
 
 app.config_from_object(_config())
@@ -116,3 +125,29 @@ def _fresh_connections_in_child(**_):
     for connection in connections.all(initialized_only=True):
         connection.close_if_unusable_or_obsolete()
     clickhouse.reset()
+
+
+# --- Operations: metrics and log format (docs/operations.md) -----------------------------
+
+
+@signals.worker_ready.connect
+def _serve_worker_metrics(**_):
+    """Workers without a web process beside them serve their own samples (BKLOG_WORKER_METRICS_PORT)."""
+    if settings.BKLOG_WORKER_METRICS_PORT:
+        from pipeline.metrics import start_worker_metrics_server
+
+        start_worker_metrics_server(settings.BKLOG_WORKER_METRICS_PORT)
+
+
+@signals.worker_process_shutdown.connect
+def _forget_pool_process_metrics(pid=None, **_):
+    from pipeline.metrics import mark_process_dead
+
+    mark_process_dead(pid or os.getpid())
+
+
+@signals.celeryd_init.connect
+def _no_banner_in_json_logs(instance=None, **_):
+    """The start-up banner is plain text: with LOG_FORMAT=json every line must be JSON."""
+    if settings.LOG_FORMAT == "json" and instance is not None:
+        instance.quiet = True

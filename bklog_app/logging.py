@@ -13,34 +13,41 @@ import structlog
 _configured = False
 
 
+def _shared_processors() -> list:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def formatter_config(fmt: str = "text") -> dict:
+    """The dictConfig formatter every handler uses; Gunicorn's own loggers use it too
+    (gunicorn_config.py), so that its access and error lines have the same shape."""
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    return {
+        "()": structlog.stdlib.ProcessorFormatter,
+        "processors": [
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        "foreign_pre_chain": _shared_processors(),
+    }
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     global _configured
     if _configured:
         return
     _configured = True
 
-    shared = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     logging.config.dictConfig(
         {
             "version": 1,
             "disable_existing_loggers": False,
-            "formatters": {
-                "bklog": {
-                    "()": structlog.stdlib.ProcessorFormatter,
-                    "processors": [
-                        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                        structlog.processors.format_exc_info,
-                        renderer,
-                    ],
-                    "foreign_pre_chain": shared,
-                }
-            },
+            "formatters": {"bklog": formatter_config(fmt)},
             "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "bklog"}},
             "root": {"handlers": ["console"], "level": level},
             "loggers": {
@@ -50,9 +57,10 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
             },
         }
     )
+    logging.captureWarnings(True)  # Python warnings as log lines of the same format
     structlog.configure(
         processors=[
-            *shared,
+            *_shared_processors(),
             structlog.stdlib.PositionalArgumentsFormatter(),
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,

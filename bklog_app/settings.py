@@ -4,6 +4,7 @@ Every variable read here is listed, with its default, in the README's configurat
 Defaults are chosen so that `make run` works on one machine with no configuration at all.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -32,10 +33,14 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "bklog_app",
+    "bklog_app.plugins",
+    "bklog_app.persons",
+    "bklog_app.exports",
 ]
 
 MIDDLEWARE = [
     "bklog_app.request_context.RequestContextMiddleware",
+    "bklog_app.request_metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -158,7 +163,43 @@ INGESTION_BATCH_SECONDS = env.float("INGESTION_BATCH_SECONDS", default=0.2)
 INGESTION_RETRY_MAX_SECONDS = env.int("INGESTION_RETRY_MAX_SECONDS", default=60)
 
 PLUGINS_RELOAD_PUBSUB_CHANNEL = env.str("PLUGINS_RELOAD_PUBSUB_CHANNEL", default="reload-plugins")
+
+# --- Plugins -------------------------------------------------------------------------------
+
+PLUGINS_DIR = env.str("PLUGINS_DIR", default=str(VAR_DIR / "plugins"))
+PLUGIN_TIMEOUT_SECONDS = env.float("PLUGIN_TIMEOUT_SECONDS", default=30.0)
+GEOIP_DATABASE_PATH = env.str("GEOIP_DATABASE_PATH", default="")
+# A config whose calls fail this many times in a row is disabled, with the reason.
+PLUGIN_AUTO_DISABLE_AFTER_FAILURES = env.int("PLUGIN_AUTO_DISABLE_AFTER_FAILURES", default=50)
+PLUGIN_CHAIN_CACHE_SECONDS = env.float("PLUGIN_CHAIN_CACHE_SECONDS", default=30.0)
+PLUGIN_JOB_POLL_SECONDS = env.int("PLUGIN_JOB_POLL_SECONDS", default=10)
+# Work due within this many seconds is handed to Celery with a countdown; later work waits in
+# the database for the poller (Redis redelivers long-ETA messages after its visibility timeout).
+PLUGIN_MAX_COUNTDOWN_SECONDS = env.int("PLUGIN_MAX_COUNTDOWN_SECONDS", default=300)
+PLUGIN_RETRY_DELAY_SCALE = env.float("PLUGIN_RETRY_DELAY_SCALE", default=1.0)
+PLUGIN_SCHEDULE_MINUTE_SECONDS = env.int("PLUGIN_SCHEDULE_MINUTE_SECONDS", default=60)
 DISTINCT_ID_LRU_SIZE = env.int("DISTINCT_ID_LRU_SIZE", default=10_000)
+
+# --- Exports (SPEC section 7) ----------------------------------------------------------------
+
+EXPORTS_DIR = env.str("EXPORTS_DIR", default=str(VAR_DIR / "exports"))
+# Rows per committed chunk: a resumed export carries on after the last committed chunk.
+EXPORT_CHUNK_ROWS = env.int("EXPORT_CHUNK_ROWS", default=10_000)
+# Events per export_events call of a historical export.
+EXPORT_HISTORICAL_BATCH_ROWS = env.int("EXPORT_HISTORICAL_BATCH_ROWS", default=500)
+EXPORT_LINK_TTL_HOURS = env.int("EXPORT_LINK_TTL_HOURS", default=24)
+EXPORT_GZIP_LEVEL = env.int("EXPORT_GZIP_LEVEL", default=6)
+# A run holds a Redis lock per export, renewed every chunk; a dead run's lock lapses after this.
+EXPORT_LOCK_TTL_SECONDS = env.int("EXPORT_LOCK_TTL_SECONDS", default=120)
+# A run hands over to a fresh task after this long, so that no task outlives the broker's
+# visibility timeout (CELERY_VISIBILITY_TIMEOUT) and gets delivered twice while it runs.
+EXPORT_SLICE_SECONDS = env.int("EXPORT_SLICE_SECONDS", default=300)
+# Queued or running exports with no sign of life for this long are queued again.
+EXPORT_STALL_SECONDS = env.int("EXPORT_STALL_SECONDS", default=300)
+EXPORT_WATCHDOG_INTERVAL_SECONDS = env.int("EXPORT_WATCHDOG_INTERVAL_SECONDS", default=60)
+EXPORT_CLEANUP_INTERVAL_SECONDS = env.int("EXPORT_CLEANUP_INTERVAL_SECONDS", default=3600)
+# A pause between chunks, to leave ClickHouse room for other queries during big exports.
+EXPORT_CHUNK_DELAY_SECONDS = env.float("EXPORT_CHUNK_DELAY_SECONDS", default=0.0)
 
 # --- Operations --------------------------------------------------------------------------
 
@@ -166,6 +207,32 @@ HEALTHCHECK_MAX_STALE_SECONDS = env.int("HEALTHCHECK_MAX_STALE_SECONDS", default
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOG_FORMAT = env.str("LOG_FORMAT", default="text")
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
+
+# Consul registration from Gunicorn's hooks (gunicorn_config.py).
+CONSUL_ENABLED = env.bool("CONSUL_ENABLED", default=True)
+CONSUL_HTTP_ADDR = env.str("CONSUL_HTTP_ADDR", default="127.0.0.1:8500")
+CONSUL_HTTP_TOKEN = env.str("CONSUL_HTTP_TOKEN", default="")
+CONSUL_HTTP_SSL = env.bool("CONSUL_HTTP_SSL", default=False)
+CONSUL_HTTP_SSL_VERIFY = env.bool("CONSUL_HTTP_SSL_VERIFY", default=True)
+CONSUL_CACERT = env.str("CONSUL_CACERT", default="")
+CONSUL_CLIENT_CERT = env.str("CONSUL_CLIENT_CERT", default="")
+CONSUL_CLIENT_KEY = env.str("CONSUL_CLIENT_KEY", default="")
+CONSUL_TIMEOUT_SECONDS = env.float("CONSUL_TIMEOUT_SECONDS", default=5.0)
+CONSUL_RETRY_MAX_SECONDS = env.float("CONSUL_RETRY_MAX_SECONDS", default=60.0)
+CONSUL_SERVICE_NAME = env.str("CONSUL_SERVICE_NAME", default="bklog-api")
+CONSUL_SERVICE_ADDRESS = env.str("CONSUL_SERVICE_ADDRESS", default="")
+CONSUL_SERVICE_TAGS = env.list("CONSUL_SERVICE_TAGS", default=["bklog", "http"])
+CONSUL_CHECK_INTERVAL = env.str("CONSUL_CHECK_INTERVAL", default="10s")
+CONSUL_CHECK_TIMEOUT = env.str("CONSUL_CHECK_TIMEOUT", default="5s")
+CONSUL_DEREGISTER_CRITICAL_AFTER = env.str("CONSUL_DEREGISTER_CRITICAL_AFTER", default="1m")
+
+# Prometheus multiprocess mode: every Gunicorn and Celery process writes its metrics here and
+# /metrics adds them up. Child processes inherit the variable.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", PROMETHEUS_MULTIPROC_DIR)
+# > 0: each Celery worker also serves its own samples on this port (workers on machines or in
+# containers without a web process). Leave 0 where the web tier shares their folder.
+BKLOG_WORKER_METRICS_PORT = env.int("BKLOG_WORKER_METRICS_PORT", default=0)
 
 LOGGING_CONFIG = None  # configured once by bklog_app.logging.configure_logging
 

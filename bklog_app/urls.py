@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from bklog_app import health
+from bklog_app import health, metrics_view
 from bklog_app.capture.segment import segment
 from bklog_app.capture.views import capture
 
@@ -12,8 +12,12 @@ urlpatterns = [
     path("_health", health.liveness, name="liveness"),
     path("health", health.health, name="health"),
     path("health/ready", health.readiness, name="readiness"),
+    path("metrics", metrics_view.metrics, name="metrics"),
     re_path(r"^v1/(?P<kind>batch|track|identify|alias|page|screen|group)/?$", segment, name="segment"),
     path("", include("bklog_app.api.urls")),
+    path("api/projects/<int:project_id>/persons/", include("bklog_app.persons.urls")),
+    path("", include("bklog_app.plugins.urls")),
+    path("", include("bklog_app.exports.urls")),
     path("admin/", admin.site.urls),
 ]
 

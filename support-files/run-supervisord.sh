@@ -1,29 +1,20 @@
 #!/usr/bin/env bash
-# Start supervisord with support-files/supervisord.conf, after giving every variable the
-# config refers to a default (supervisord refuses to start on an undefined %(ENV_X)s).
-# Anything already set in the environment wins. Extra arguments go to supervisord.
+# Start supervisord with support-files/supervisord.conf: the web tier, one Celery worker per
+# queue and beat (plus Redis and ClickHouse when BKLOG_LOCAL_STORES=true, for `make run`).
+# Every variable the config uses gets a default in supervisor-env.sh; anything already set in the
+# environment wins. Extra arguments go to supervisord (e.g. -n to stay in the foreground).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export BKLOG_HOME="${BKLOG_HOME:-$(cd "$here/.." && pwd)}"
-export BKLOG_VAR_DIR="${BKLOG_VAR_DIR:-$BKLOG_HOME/var}"
-export BKLOG_LOG_DIR="${BKLOG_LOG_DIR:-$BKLOG_VAR_DIR/log}"
-export BKLOG_BIN="${BKLOG_BIN:-$BKLOG_HOME/.venv/bin}"
-export BKLOG_LOCAL_STORES="${BKLOG_LOCAL_STORES:-false}"
-export BKLOG_REDIS_PORT="${BKLOG_REDIS_PORT:-6379}"
-export BKLOG_CLICKHOUSE_PORT="${BKLOG_CLICKHOUSE_PORT:-9000}"
-export BKLOG_CLICKHOUSE_HTTP_PORT="${BKLOG_CLICKHOUSE_HTTP_PORT:-8123}"
-export BKLOG_INGESTION_CONCURRENCY="${BKLOG_INGESTION_CONCURRENCY:-2}"
-export BKLOG_DEFAULT_CONCURRENCY="${BKLOG_DEFAULT_CONCURRENCY:-2}"
-export BKLOG_SCHEDULED_CONCURRENCY="${BKLOG_SCHEDULED_CONCURRENCY:-1}"
-export BKLOG_ASYNC_EXPORT_CONCURRENCY="${BKLOG_ASYNC_EXPORT_CONCURRENCY:-1}"
-# Longer than the longest task's soft time limit (exports: 1800 s soft limit is not waited
-# for; an interrupted export resumes from its last chunk). Ingestion batches take seconds.
-export BKLOG_WORKER_STOPWAITSECS="${BKLOG_WORKER_STOPWAITSECS:-120}"
-export BKLOG_WEB_STOPWAITSECS="${BKLOG_WEB_STOPWAITSECS:-40}"
-export SUPERVISOR_NODAEMON="${SUPERVISOR_NODAEMON:-false}"
-export LOG_LEVEL="${LOG_LEVEL:-INFO}"
-export PATH="$BKLOG_BIN:$PATH"
+# shellcheck source=support-files/supervisor-env.sh
+source "$here/supervisor-env.sh"
 
-mkdir -p "$BKLOG_VAR_DIR/supervisor" "$BKLOG_LOG_DIR"
+if "$BKLOG_BIN/supervisorctl" -c "$here/supervisord.conf" pid >/dev/null 2>&1; then
+    echo "run-supervisord: a supervisord already runs with $BKLOG_VAR_DIR; use support-files/supervisorctl.sh" >&2
+    exit 1
+fi
+mkdir -p "$BKLOG_VAR_DIR/supervisor/conf.d" "$BKLOG_LOG_DIR" "$PROMETHEUS_MULTIPROC_DIR"
+# The whole process tree starts now: samples of processes from an earlier run would be added
+# to the new ones forever (Prometheus sees the counters reset, which rate() handles).
+find "$PROMETHEUS_MULTIPROC_DIR" -maxdepth 1 -name '*.db' -delete
 exec "$BKLOG_BIN/supervisord" -c "$here/supervisord.conf" "$@"

@@ -59,6 +59,10 @@ def pytest_configure(config):
             "CELERY_UNACKED_RESTORE_INTERVAL": "2",
             "INGESTION_BATCH_SECONDS": "0.05",
             "INGESTION_RETRY_MAX_SECONDS": "120",
+            # Plugin retry schedules ten times shorter, plugin calls limited to 2 s: the retry,
+            # dead-letter and time-limit tests then take seconds, not minutes.
+            "PLUGIN_RETRY_DELAY_SCALE": "0.1",
+            "PLUGIN_TIMEOUT_SECONDS": "2",
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
             "DJANGO_SETTINGS_MODULE": "bklog_app.settings",
         }

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from bklog_app.api.scoping import project_for
 from pipeline.ingestion.timestamps import parse_iso, to_ms
+from pipeline.persons.overrides import apply_person_overrides
 from pipeline.storage.events import MAX_CURSOR_MS, list_events
 
 MAX_LIMIT = 1000
@@ -90,4 +91,6 @@ class EventListView(APIView):
             next_url = request.build_absolute_uri(f"{request.path}?{query_params.urlencode()}")
         for row in rows:
             row.pop("timestamp_ms", None)
+        # An event's stored person may since have been merged into another: show the current one.
+        apply_person_overrides(project.id, rows)
         return Response({"results": rows, "next": next_url})

@@ -18,6 +18,7 @@ from bklog_app.capture.decoding import decode_request
 from bklog_app.capture.errors import CaptureError, invalid_api_key, missing_api_key, rate_limited, server_error
 from pipeline.ingestion.projects import project_for_token
 from pipeline.ingestion.tasks import enqueue_capture
+from pipeline.metrics import EVENTS_RECEIVED
 from pipeline.redis import REDIS_ERRORS, get_redis
 
 logger = structlog.get_logger(__name__)
@@ -86,6 +87,7 @@ def accept_events(request, token: str | None, events: list[dict], sent_at: str |
         raise server_error(
             f"The event queue (Redis) did not accept the events ({exc}); nothing was stored. Retry later."
         ) from exc
+    EVENTS_RECEIVED.inc(len(events))
 
 
 def error_response(request, error: CaptureError) -> HttpResponse:

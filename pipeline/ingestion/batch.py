@@ -209,7 +209,11 @@ def _step_6_persons(normalised: list[_Normalised], records: BatchRecords) -> lis
             for item in items:
                 records.dead_letter(project_id, "persons", exc, item.raw, item.context)
             continue
-        for item, (person_id, person_properties) in zip(items, persons, strict=True):
+        for item, person in zip(items, persons, strict=True):
+            if isinstance(person, Exception):  # this event's person handling failed, not the batch's
+                records.dead_letter(project_id, "persons", person, item.raw, item.context)
+                continue
+            person_id, person_properties = person
             event = item.event
             rows.append(
                 (

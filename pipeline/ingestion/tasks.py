@@ -19,6 +19,7 @@ from bklog_app.celery import app
 from pipeline.errors import is_outage
 from pipeline.ingestion.batch import dead_letter_messages, ingest_messages
 from pipeline.ingestion.status import record_ingested
+from pipeline.metrics import observe_batch_dead_lettered, observe_ingestion, observe_ingestion_requeued
 from pipeline.queues import Queue
 
 logger = structlog.get_logger(__name__)
@@ -65,7 +66,8 @@ class AckWhenStored(Batches):
 def ingest_batch(requests: list[SimpleRequest]) -> bool:
     """Return True when every message is durably handled (stored, duplicate or dead-lettered)."""
     messages = [{**request.kwargs, "id": request.id} for request in requests]
-    deadline = time.monotonic() + settings.INGESTION_RETRY_MAX_SECONDS
+    started = time.monotonic()
+    deadline = started + settings.INGESTION_RETRY_MAX_SECONDS
     delay = 0.5
     while True:
         try:
@@ -80,6 +82,7 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
                 except Exception:
                     logger.exception("could not dead-letter the batch; messages requeued")
                     return False
+                observe_batch_dead_lettered(messages, time.monotonic() - started)
                 return True
             if time.monotonic() + delay > deadline:
                 logger.error(
@@ -87,6 +90,7 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
                     error=str(exc),
                     messages=len(messages),
                 )
+                observe_ingestion_requeued(time.monotonic() - started)
                 return False
             logger.warning("dependency down, retrying ingestion batch", error=str(exc), retry_in=delay)
             time.sleep(delay)
@@ -94,6 +98,7 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
             continue
         if report.stored:
             record_ingested(report.latest_timestamp_ms)
+        observe_ingestion(report, time.monotonic() - started)
         logger.info(
             "ingested batch",
             messages=len(messages),

@@ -1,9 +1,18 @@
 """Ingestion step 4: the project's plugin chain, each `process_event` fed the previous output.
 
-This is the extension point the ingestion batch calls; the plugin runtime fills it in.
+SPEC section 4 step 4: enabled configs in ascending `order`; `None` drops the event and nothing
+later runs; an exception is recorded against that config and the chain goes on with the last
+good event; changing `team_id` is an error, changing `distinct_id` is allowed. The names of the
+configs that succeeded and failed go on the stored event.
 """
 
+import copy
 from dataclasses import dataclass, field
+
+import orjson
+
+from pipeline.errors import is_outage
+from pipeline.plugins import registry
 
 
 @dataclass
@@ -13,5 +22,67 @@ class ChainResult:
     failed: list[str] = field(default_factory=list)
 
 
+class PluginOutputError(Exception):
+    """process_event returned something that cannot go on down the chain."""
+
+
 def run_process_event_chain(project_id: int, event: dict) -> ChainResult:
-    return ChainResult(event=event)
+    chain = registry.project_plugins(project_id).chain
+    if not chain:
+        return ChainResult(event=event)
+    return run_chain(chain, event)
+
+
+def run_chain(chain, event: dict) -> ChainResult:
+    result = ChainResult(event=event)
+    current = event
+    for snapshot in chain:
+        instance = registry.instance_for(snapshot)
+        if instance is None or not instance.has("process_event"):
+            if instance is None:
+                result.failed.append(snapshot.display_name)
+            continue
+        try:
+            output = instance.method("process_event", private_copy(current))
+            if output is not None:
+                check_output(output, current)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            registry.record_failure(snapshot, exc, method="process_event", event=current, sink=instance.sink)
+            result.failed.append(snapshot.display_name)
+            continue
+        registry.record_success(snapshot)
+        result.succeeded.append(snapshot.display_name)
+        if output is None:
+            result.event = None
+            return result
+        current = output
+    result.event = current
+    return result
+
+
+def private_copy(event: dict) -> dict:
+    """A deep copy for one plugin: what it changes before raising must not leak down the chain."""
+    try:
+        return orjson.loads(orjson.dumps(event))
+    except (TypeError, orjson.JSONEncodeError):
+        return copy.deepcopy(event)
+
+
+def check_output(output, before: dict) -> None:
+    if not isinstance(output, dict):
+        raise PluginOutputError(f"process_event must return the event dict or None, not {type(output).__name__}")
+    if "team_id" not in output:
+        output["team_id"] = before.get("team_id")
+    elif output["team_id"] != before.get("team_id"):
+        raise PluginOutputError(
+            f"process_event changed team_id from {before.get('team_id')!r} to {output['team_id']!r}; "
+            "a plugin cannot move an event to another project"
+        )
+    if output.get("distinct_id") in (None, ""):
+        raise PluginOutputError("process_event returned an event without distinct_id")
+    if output.get("event") in (None, ""):
+        raise PluginOutputError("process_event returned an event without an event name")
+    if not isinstance(output.get("properties", {}), dict):
+        raise PluginOutputError("process_event returned properties that are not a dict")

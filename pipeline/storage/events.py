@@ -6,6 +6,7 @@ ClickHouse (chdb).
 """
 
 import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from uuid import UUID
 
 import orjson
 
+from pipeline.metrics import observe_clickhouse_insert
 from pipeline.storage.clickhouse import execute
 
 EVENT_COLUMNS = (
@@ -120,7 +122,9 @@ def insert_events(rows: Sequence[EventRow]) -> None:
         [to_json(row.person_properties) for row in rows],
         [row.elements_chain for row in rows],
     ]
+    started = time.perf_counter()
     execute(INSERT_EVENTS, columns, columnar=True)
+    observe_clickhouse_insert(len(rows), time.perf_counter() - started)
 
 
 def to_json(value: dict) -> str:

@@ -15,7 +15,8 @@ export DEBIAN_FRONTEND=noninteractive
 #   clickhouse-client   the `clickhouse-client` CLI, handy for poking at a dev server
 #   postgresql-15       PostgreSQL 15 server binaries under /usr/lib/postgresql/15/bin
 #   util-linux          runuser/setpriv, to run initdb/postgres as the `postgres` user
-PACKAGES=(redis-server clickhouse-server clickhouse-client postgresql-15 util-linux)
+#   prometheus          Prometheus 2.42 server and promtool (tests/ops: scrape /metrics, check rules)
+PACKAGES=(redis-server clickhouse-server clickhouse-client postgresql-15 util-linux prometheus)
 
 log() { printf 'install-system-deps: %s\n' "$*"; }
 

@@ -52,7 +52,7 @@ def test_batch_is_stored_with_uuids_and_milliseconds(client, project, celery_wor
         assert row["timestamp"] == sent["timestamp"]
         assert row["properties"]["i"] == sent["properties"]["i"]
         assert row["distinct_id"] == sent["distinct_id"]
-        assert row["person_id"] is None
+        assert row["person_id"]  # persons are resolved for every event
 
 
 def test_same_batch_sent_twice_is_stored_once(client, project, celery_worker):

@@ -1,0 +1,149 @@
+"""Fold the runs of every scenario into one results document: medians, min/max, targets; JSON and Markdown.
+
+Each figure at its documented key (`capture_single.max_rps`, `e2e_batch.events_per_s`, ...) is the
+median over the runs; `<section>.spread.<figure>` holds its min, max and every run's value, and
+`<section>.runs` the raw per-run measurements.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.stats import spread
+
+RATES = (500, 1000, 2000)
+WORKER_RSS_LIMIT_MB = 250.0
+
+# section name in the results -> (scenario, {figure: how to read it from one run})
+Extractor = Callable[[dict], Any]
+
+
+def _rate_figure(rate: int, key: str) -> Extractor:
+    return lambda run: (run.get("rates", {}).get(str(rate)) or {}).get(key)
+
+
+SECTIONS: dict[str, tuple[str, dict[str, Extractor]]] = {
+    "capture_single": (
+        "single",
+        {
+            "max_rps": lambda run: run.get("max_rps"),
+            "p99_ms_at_1000": _rate_figure(1000, "p99_ms"),
+            **{
+                f"{key}_at_{rate}": _rate_figure(rate, key)
+                for rate in RATES
+                for key in ("achieved_rps", "p50_ms", "p95_ms", "p99_ms")
+                if not (rate == 1000 and key == "p99_ms")
+            },
+        },
+    ),
+    "e2e_batch": ("batch", {"events_per_s": lambda run: run.get("events_per_s")}),
+    "lag": ("lag", {"p50_s": lambda run: run.get("p50_s"), "p99_s": lambda run: run.get("p99_s")}),
+    "naive": ("naive", {"events_per_s": lambda run: run.get("events_per_s")}),
+    "clickhouse_raw": ("clickhouse_raw", {"events_per_s": lambda run: run.get("events_per_s")}),
+}
+
+# (name, section, figure or None, comparison, bound, text)
+TARGETS = (
+    ("single_max_rps", "capture_single", "max_rps", ">=", 1500, "single-event capture >= 1,500 req/s"),
+    ("single_p99_at_1000", "capture_single", "p99_ms_at_1000", "<=", 50, "p99 <= 50 ms at 1,000 req/s"),
+    ("e2e_batch", "e2e_batch", "events_per_s", ">=", 5000, "end-to-end batch ingestion >= 5,000 events/s"),
+    ("lag_p99", "lag", "p99_s", "<=", 2.0, "ingestion lag p99 <= 2 s at 1,000 events/s"),
+    ("batch_vs_naive", None, None, ">=", 20, ">= 20x the naive pipeline"),
+    ("worker_rss", None, None, "<=", WORKER_RSS_LIMIT_MB, "every worker process <= 250 MB RSS"),
+)
+
+
+def build(runs: dict[str, list[dict]], *, rss_mb: dict[str, float], machine: dict, options: dict) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "options": options,
+        "machine": machine,
+    }
+    for section, (scenario, figures) in SECTIONS.items():
+        scenario_runs = runs.get(scenario)
+        if not scenario_runs:
+            continue
+        spreads = {name: spread([read(run) for run in scenario_runs]) for name, read in figures.items()}
+        document[section] = {name: value["median"] for name, value in spreads.items()}
+        document[section]["spread"] = spreads
+        document[section]["runs"] = scenario_runs
+    document["rss_mb"] = dict(sorted(rss_mb.items()))
+    document["targets"] = _targets(document)
+    return document
+
+
+def _targets(document: dict) -> dict[str, dict]:
+    out = {}
+    for name, section, figure, comparison, bound, text in TARGETS:
+        if name == "batch_vs_naive":
+            batch = (document.get("e2e_batch") or {}).get("events_per_s")
+            naive = (document.get("naive") or {}).get("events_per_s")
+            value = round(batch / naive, 1) if batch and naive else None
+        elif name == "worker_rss":
+            workers = {k: v for k, v in document["rss_mb"].items() if k.startswith("bklog-")}
+            value = max(workers.values()) if workers else None
+        else:
+            value = (document.get(section) or {}).get(figure)
+        met = None if value is None else (value >= bound if comparison == ">=" else value <= bound)
+        out[name] = {"target": text, "value": value, "bound": bound, "met": met}
+    return out
+
+
+def markdown(document: dict) -> str:
+    lines = [
+        f"bklog bench, {document['timestamp']} ({_machine_line(document['machine'])})",
+        "",
+        "| figure | median | min | max | unit |",
+        "|---|---:|---:|---:|---|",
+    ]
+    units = {"rps": "req/s", "ms": "ms", "events_per_s": "events/s", "_s": "s"}
+    for section in SECTIONS:
+        if section not in document:
+            continue
+        for name, value in document[section]["spread"].items():
+            unit = next((u for suffix, u in units.items() if suffix in name), "")
+            lines.append(
+                f"| {section}.{name} | {_fmt(value['median'])} | {_fmt(value['min'])} | {_fmt(value['max'])} | {unit} |"
+            )
+    if document.get("rss_mb"):
+        lines += ["", "| process | peak RSS (MB) |", "|---|---:|"]
+        lines += [f"| {name} | {mb:.0f} |" for name, mb in document["rss_mb"].items()]
+    lines += ["", "| target | measured | met |", "|---|---:|---|"]
+    for target in document["targets"].values():
+        met = {True: "yes", False: "**no**", None: "not measured"}[target["met"]]
+        lines.append(f"| {target['target']} | {_fmt(target['value'])} | {met} |")
+    notes = document.get("notes") or []
+    if notes:
+        lines += [""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write(document: dict, directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = document["timestamp"].replace(":", "").replace("-", "")
+    json_path = directory / f"{stamp}.json"
+    md_path = directory / f"{stamp}.md"
+    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    md_path.write_text(markdown(document))
+    return json_path, md_path
+
+
+def _machine_line(machine: dict) -> str:
+    parts = [f"{machine.get('cores', '?')} cores", f"{machine.get('memory_gb', '?')} GB"]
+    if machine.get("cpu"):
+        parts.append(machine["cpu"])
+    return ", ".join(parts)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and abs(value) >= 100:
+        return f"{value:,.0f}"
+    if isinstance(value, int) and abs(value) >= 1000:
+        return f"{value:,}"
+    return f"{value:g}" if isinstance(value, float) else str(value)

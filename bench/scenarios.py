@@ -1,0 +1,463 @@
+"""The scenarios. Each runs once per call on a project of its own and returns its figures.
+
+single          single-event capture (POST /e/): latency at fixed offered rates (open loop,
+                every 2xx counted), then the maximum sustained rate (wrk, closed loop).
+batch           batch capture (100 events per request) end to end, a two-plugin chain and
+                persons on, half the events from distinct ids that have a person already:
+                events/s from the first request sent to the last event readable in ClickHouse.
+lag             capture answered -> row readable in ClickHouse, at 1,000 events/s.
+naive           the same events as `batch` through the naive pipeline (bench/naive_tasks.py).
+clickhouse_raw  the limit: clickhouse-driver columnar INSERTs of such rows into a scratch table.
+rss             the peak RSS of every process (sampled during all the others).
+
+Between phases the bench waits until every accepted event is readable, so one phase's backlog
+does not slow the next, and it reports how many were stored against how many were accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import payloads, wrk
+from bench.loadgen import LoadResult, LoadSpec, build_post, run_in_subprocess, write_requests
+from bench.stack import LOOPBACK, ROOT, Stack, api_request
+from bench.stats import percentile
+
+RATES = (500, 1000, 2000)
+BATCH_SIZE = 100
+RAW_BLOCK_ROWS = 5000
+# pipeline/storage/events.py EVENT_COLUMNS (not imported: this process stays free of Django).
+EVENT_COLUMNS = (
+    "uuid",
+    "team_id",
+    "event",
+    "distinct_id",
+    "properties",
+    "timestamp_ms",
+    "created_at_ms",
+    "person_id",
+    "person_properties",
+    "elements_chain",
+)
+
+
+@dataclass
+class Sizes:
+    rate_seconds: float
+    max_rate_seconds: int
+    lag_seconds: float
+    batch_requests: int
+    naive_events: int
+    raw_rows: int
+    drain_timeout: float = 300.0
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Sizes:
+        if quick:
+            return cls(
+                rate_seconds=3, max_rate_seconds=4, lag_seconds=5, batch_requests=50, naive_events=300, raw_rows=50_000
+            )
+        return cls(
+            rate_seconds=10,
+            max_rate_seconds=10,
+            lag_seconds=15,
+            batch_requests=300,
+            naive_events=1500,
+            raw_rows=200_000,
+        )
+
+
+@dataclass
+class Context:
+    stack: Stack
+    key: str
+    organization_id: int
+    sizes: Sizes
+    workdir: Path
+    stamp: str
+    log: Callable[[str], None] = print
+    plugin_ids: dict[str, int] = field(default_factory=dict)
+
+
+# -- set-up ---------------------------------------------------------------------------------
+
+PLUGIN_CHAIN = (
+    ("property_filter", {"properties": "email"}),
+    ("taxonomy_standardiser", {"naming_convention": "camelCase"}),
+)
+
+
+def prepare(stack: Stack, sizes: Sizes, workdir: Path, log=print) -> Context:
+    """An organization, a staff key, and the two built-in plugins the batch chain uses."""
+    key = json.loads(stack.manage("create_api_key", "bench", "--org", "bklog bench", "--staff", "--json"))["key"]
+    organizations = api_request(stack, "GET", "/api/organizations/", key)
+    rows = organizations.get("results", organizations) if isinstance(organizations, dict) else organizations
+    organization_id = next(row["id"] for row in rows if row["name"] == "bklog bench")
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    ctx = Context(stack, key, organization_id, sizes, workdir, stamp, log)
+    for builtin, _ in PLUGIN_CHAIN:
+        plugin = api_request(stack, "POST", "/api/plugins/", key, {"source_type": "builtin", "builtin": builtin})
+        ctx.plugin_ids[builtin] = plugin["id"]
+    return ctx
+
+
+def new_project(ctx: Context, name: str, *, plugins: bool = False) -> tuple[int, str]:
+    project = api_request(
+        ctx.stack,
+        "POST",
+        "/api/projects/",
+        ctx.key,
+        {"organization": ctx.organization_id, "name": f"{name}-{ctx.stamp}"},
+    )
+    if plugins:
+        for order, (builtin, config) in enumerate(PLUGIN_CHAIN):
+            api_request(
+                ctx.stack,
+                "POST",
+                f"/api/projects/{project['id']}/plugin_configs/",
+                ctx.key,
+                {"plugin": ctx.plugin_ids[builtin], "enabled": True, "order": order, "config": config},
+            )
+    return project["id"], project["api_token"]
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _send(
+    ctx: Context,
+    label: str,
+    bodies: list[bytes],
+    path: str,
+    *,
+    rate=None,
+    connections=32,
+    max_seconds=120.0,
+    record=False,
+) -> LoadResult:
+    requests_path = ctx.workdir / f"{label}.requests"
+    port = ctx.stack.ports.web
+    write_requests(requests_path, (build_post(LOOPBACK, port, path, body) for body in bodies))
+    spec = LoadSpec(
+        host=LOOPBACK,
+        port=port,
+        requests_path=str(requests_path),
+        rate=rate,
+        connections=connections,
+        max_seconds=max_seconds,
+        label=label,
+        record_answer_times=record,
+    )
+    try:
+        return run_in_subprocess(spec)
+    finally:
+        requests_path.unlink(missing_ok=True)
+
+
+def _load_summary(result: LoadResult) -> dict:
+    data = asdict(result)
+    for bulky in ("latencies_ms", "answered_at"):
+        data.pop(bulky)
+    data["loadgen_cpu_percent"] = data.pop("cpu_percent")
+    return data
+
+
+def count_stored(ctx: Context, project_id: int) -> int:
+    return ctx.stack.clickhouse().execute("SELECT count() FROM events WHERE team_id = %(t)s", {"t": project_id})[0][0]
+
+
+def wait_for_count(ctx: Context, project_id: int, expected: int, *, interval: float = 0.05) -> tuple[float | None, int]:
+    """Poll until `expected` events of the project are readable: (epoch when seen, count)."""
+    client = ctx.stack.clickhouse()
+    deadline = time.monotonic() + ctx.sizes.drain_timeout
+    count, last_progress, last_count = 0, time.monotonic(), -1
+    while time.monotonic() < deadline:
+        count = client.execute("SELECT count() FROM events WHERE team_id = %(t)s", {"t": project_id})[0][0]
+        if count >= expected:
+            return time.time(), count
+        if count != last_count:
+            last_count, last_progress = count, time.monotonic()
+        elif time.monotonic() - last_progress > 60:
+            break  # nothing new for a minute: something is stuck; report what was stored
+        time.sleep(interval)
+    ctx.log(f"  ! only {count} of {expected} events became readable; see {ctx.stack.env()['BKLOG_LOG_DIR']}")
+    return None, count
+
+
+# -- single ---------------------------------------------------------------------------------
+
+
+def single(ctx: Context, run: int) -> dict:
+    project_id, token = new_project(ctx, f"single-{run}")
+    out: dict = {"rates": {}}
+    accepted = 0
+    for rate in RATES:
+        count = int(rate * ctx.sizes.rate_seconds)
+        bodies = [payloads.single_body(token, i, f"user-{i % 1000}") for i in range(count)]
+        ctx.log(f"  offered {rate} req/s for {ctx.sizes.rate_seconds:g}s ({count} requests)")
+        result = _send(
+            ctx, f"single-{rate}", bodies, "/e/", rate=rate, connections=64, max_seconds=ctx.sizes.rate_seconds + 20
+        )
+        accepted += result.ok
+        _, stored = wait_for_count(ctx, project_id, accepted)
+        out["rates"][str(rate)] = _load_summary(result) | {"stored_after_phase": stored, "accepted_so_far": accepted}
+        ctx.log(
+            f"    achieved {result.achieved_rps:.0f} req/s, p50 {result.p50_ms} ms, p95 {result.p95_ms} ms, "
+            f"p99 {result.p99_ms} ms, errors {result.errors}, statuses {result.statuses}, "
+            f"generator CPU {result.cpu_percent:.0f}%"
+        )
+    ctx.log(f"  maximum rate: {'wrk' if wrk.available() else 'python closed loop'}, {ctx.sizes.max_rate_seconds}s")
+    if wrk.available():
+        top = wrk.max_rate(f"{ctx.stack.base_url}/e/", token, ctx.workdir, seconds=ctx.sizes.max_rate_seconds)
+    else:
+        count = 4000 * ctx.sizes.max_rate_seconds
+        bodies = [payloads.single_body(token, i, f"user-{i % 1000}") for i in range(count)]
+        result = _send(ctx, "single-max", bodies, "/e/", connections=32, max_seconds=ctx.sizes.max_rate_seconds)
+        top = _load_summary(result) | {"tool": "python", "rps": result.achieved_rps}
+    accepted += top["ok"]
+    _, stored = wait_for_count(ctx, project_id, accepted)
+    out["max"] = top | {"stored_after_phase": stored, "accepted_so_far": accepted}
+    out["max_rps"] = top["rps"]  # 2xx answers only
+    ctx.log(
+        f"    {top['rps']:.0f} req/s (2xx), p50 {top['p50_ms']} ms, p99 {top['p99_ms']} ms, errors {top['errors']}, "
+        f"non-2xx {top.get('non_2xx')}, generator CPU {top['loadgen_cpu_percent']:.0f}%"
+    )
+    return out
+
+
+# -- batch ----------------------------------------------------------------------------------
+
+
+def _warm_up(ctx: Context, project_id: int, token: str, tag: str) -> None:
+    """Create a person for each known distinct id (through capture, as a client would)."""
+    events = payloads.warm_up_events(tag)
+    bodies = [payloads.batch_body(token, events[i : i + BATCH_SIZE]) for i in range(0, len(events), BATCH_SIZE)]
+    result = _send(ctx, "warm-up", bodies, "/batch/", connections=2)
+    if result.ok != len(bodies):
+        raise RuntimeError(f"warm-up: {result.ok} of {len(bodies)} batch requests accepted ({result.statuses})")
+    wait_for_count(ctx, project_id, len(events))
+
+
+def batch(ctx: Context, run: int) -> dict:
+    project_id, token = new_project(ctx, f"batch-{run}", plugins=True)
+    tag = f"{ctx.stamp}b{run}"
+    _warm_up(ctx, project_id, token, tag)
+    count = ctx.sizes.batch_requests * BATCH_SIZE
+    events = payloads.mixed_events(tag, count, offset=1)
+    bodies = [payloads.batch_body(token, events[i : i + BATCH_SIZE]) for i in range(0, count, BATCH_SIZE)]
+    ctx.log(f"  {len(bodies)} batch requests of {BATCH_SIZE} events, 4 connections")
+    result = _send(ctx, "batch", bodies, "/batch/", connections=4, max_seconds=120)
+    accepted = result.ok * BATCH_SIZE
+    seen_at, stored = wait_for_count(ctx, project_id, payloads.KNOWN_IDS + accepted)
+    stored -= payloads.KNOWN_IDS
+    seconds = (seen_at - result.started_at) if seen_at else None
+    check = _stored_sample(ctx, project_id)
+    out = {
+        "events": count,
+        "accepted": accepted,
+        "stored": stored,
+        "seconds": round(seconds, 3) if seconds else None,
+        "events_per_s": round(stored / seconds, 1) if seconds else None,
+        "capture_seconds": result.wall_s,
+        "capture_events_per_s": round(accepted / result.wall_s, 1),
+        "capture": _load_summary(result),
+    } | check
+    ctx.log(
+        f"    {out['events_per_s']} events/s end to end ({stored} events in {out['seconds']} s); capture alone took "
+        f"{result.wall_s:.2f} s; plugins on a stored event: {check['plugins_succeeded_on_sample']}"
+    )
+    return out
+
+
+def _stored_sample(ctx: Context, project_id: int) -> dict:
+    """Show that the chain and persons really ran: plugins on a stored event, persons seen."""
+    client = ctx.stack.clickhouse()
+    rows = client.execute(
+        "SELECT properties FROM events WHERE team_id = %(t)s AND event = 'productViewed' LIMIT 1", {"t": project_id}
+    )
+    plugins = json.loads(rows[0][0]).get("$plugins_succeeded", []) if rows else []
+    persons = client.execute("SELECT uniqExact(person_id) FROM events WHERE team_id = %(t)s", {"t": project_id})[0][0]
+    return {"plugins_succeeded_on_sample": len(plugins), "distinct_person_ids": persons}
+
+
+# -- lag ------------------------------------------------------------------------------------
+
+
+class _BatchWatcher(threading.Thread):
+    """Notes when each ingestion batch becomes readable. Every event of a batch shares its
+    created_at_ms, so one small GROUP BY per poll sees whole batches appear."""
+
+    def __init__(self, ctx: Context, project_id: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True, name="batch-watcher")
+        self.client = ctx.stack.clickhouse()
+        self.project_id = project_id
+        self.interval = interval
+        self.first_seen: dict[int, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            rows = self.client.execute(
+                "SELECT created_at_ms FROM events WHERE team_id = %(t)s GROUP BY created_at_ms", {"t": self.project_id}
+            )
+            now = time.time()
+            for (created_at_ms,) in rows:
+                self.first_seen.setdefault(created_at_ms, now)
+            self.stop.wait(self.interval)
+
+
+def lag(ctx: Context, run: int) -> dict:
+    project_id, token = new_project(ctx, f"lag-{run}")
+    rate = 1000
+    count = int(rate * ctx.sizes.lag_seconds)
+    uuids, bodies = [], []
+    for i in range(count):
+        body = payloads.event(i, f"user-{i % 1000}")
+        body["api_key"] = token
+        uuids.append(body["uuid"])
+        bodies.append(json.dumps(body).encode())
+    watcher = _BatchWatcher(ctx, project_id)
+    watcher.start()
+    ctx.log(f"  {rate} events/s (single-event requests) for {ctx.sizes.lag_seconds:g}s")
+    try:
+        result = _send(
+            ctx, "lag", bodies, "/e/", rate=rate, connections=64, max_seconds=ctx.sizes.lag_seconds + 20, record=True
+        )
+        wait_for_count(ctx, project_id, result.ok)
+        time.sleep(watcher.interval * 3)
+    finally:
+        watcher.stop.set()
+        watcher.join()
+    stored = dict(
+        ctx.stack.clickhouse().execute(
+            "SELECT toString(uuid), created_at_ms FROM events WHERE team_id = %(t)s", {"t": project_id}
+        )
+    )
+    lags = []
+    for event_uuid, answered in zip(uuids, result.answered_at, strict=True):
+        created = stored.get(event_uuid)
+        if answered is not None and created is not None and created in watcher.first_seen:
+            lags.append(max(watcher.first_seen[created] - answered, 0.0))
+    out = {
+        "offered_events_per_s": rate,
+        "achieved_events_per_s": result.achieved_rps,
+        "events": count,
+        "accepted": result.ok,
+        "stored": len(stored),
+        "measured": len(lags),
+        "p50_s": _round(percentile(lags, 50)),
+        "p95_s": _round(percentile(lags, 95)),
+        "p99_s": _round(percentile(lags, 99)),
+        "max_s": _round(max(lags) if lags else None),
+        "poll_interval_s": watcher.interval,
+        "capture": _load_summary(result),
+    }
+    ctx.log(
+        f"    lag p50 {out['p50_s']} s, p99 {out['p99_s']} s over {len(lags)} events; capture p99 {result.p99_ms} ms"
+    )
+    return out
+
+
+# -- naive ----------------------------------------------------------------------------------
+
+
+def naive(ctx: Context, run: int) -> dict:
+    project_id, token = new_project(ctx, f"naive-{run}", plugins=True)
+    tag = f"{ctx.stamp}n{run}"
+    _warm_up(ctx, project_id, token, tag)
+    count = ctx.sizes.naive_events
+    events = payloads.mixed_events(tag, count, offset=1)
+    spec = {
+        "token": token,
+        "project_id": project_id,
+        "events": events,
+        "now": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    }
+    ctx.log(f"  {count} events, one Celery task and one INSERT each")
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.naive_tasks"],
+        input=json.dumps(spec).encode(),
+        capture_output=True,
+        env=ctx.stack.env(),
+        cwd=ROOT,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"publishing the naive tasks failed:\n{completed.stderr.decode()[-3000:]}")
+    published = json.loads(completed.stdout)
+    seen_at, stored = wait_for_count(ctx, project_id, payloads.KNOWN_IDS + count)
+    stored -= payloads.KNOWN_IDS
+    seconds = (seen_at - published["started_at"]) if seen_at else None
+    out = {
+        "events": count,
+        "stored": stored,
+        "seconds": round(seconds, 3) if seconds else None,
+        "events_per_s": round(stored / seconds, 1) if seconds else None,
+        "publish_seconds": round(published["published_at"] - published["started_at"], 3),
+    }
+    ctx.log(f"    {out['events_per_s']} events/s ({stored} events in {out['seconds']} s)")
+    return out
+
+
+# -- clickhouse_raw ---------------------------------------------------------------------------
+
+
+def clickhouse_raw(ctx: Context, run: int) -> dict:
+    client = ctx.stack.clickhouse()
+    client.execute("CREATE TABLE IF NOT EXISTS bench_raw_events AS events")
+    client.execute("TRUNCATE TABLE bench_raw_events")
+    count = ctx.sizes.raw_rows
+    events = payloads.mixed_events(f"{ctx.stamp}r{run}", count)
+    now_ms = int(time.time() * 1000)
+    person = uuid.uuid4()
+    person_json = json.dumps({"plan": "pro", "last_seen_page": "/products/3"})
+    blocks = []
+    for start in range(0, count, RAW_BLOCK_ROWS):
+        chunk = events[start : start + RAW_BLOCK_ROWS]
+        blocks.append(
+            [
+                [uuid.UUID(e["uuid"]) for e in chunk],
+                [1] * len(chunk),
+                [e["event"] for e in chunk],
+                [e["distinct_id"] for e in chunk],
+                [json.dumps(e["properties"]) for e in chunk],
+                [now_ms] * len(chunk),
+                [now_ms] * len(chunk),
+                [person] * len(chunk),
+                [person_json] * len(chunk),
+                [""] * len(chunk),
+            ]
+        )
+    columns = ", ".join(EVENT_COLUMNS)
+    ctx.log(f"  {count} rows in INSERTs of {RAW_BLOCK_ROWS} (columnar)")
+    started = time.perf_counter()
+    for block in blocks:
+        client.execute(f"INSERT INTO bench_raw_events ({columns}) VALUES", block, columnar=True)
+    seconds = time.perf_counter() - started
+    stored = client.execute("SELECT count() FROM bench_raw_events")[0][0]
+    client.execute("TRUNCATE TABLE bench_raw_events")
+    out = {"rows": count, "stored": stored, "seconds": round(seconds, 3), "events_per_s": round(count / seconds, 1)}
+    ctx.log(f"    {out['events_per_s']:.0f} rows/s")
+    return out
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+SCENARIOS: dict[str, Callable[[Context, int], dict]] = {
+    "single": single,
+    "batch": batch,
+    "lag": lag,
+    "naive": naive,
+    "clickhouse_raw": clickhouse_raw,
+}

@@ -1,0 +1,30 @@
+"""Standardise event names: "Signed Up", "signed-up", "signedUp" all become one form."""
+
+import re
+
+_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
+
+
+def words(name):
+    return [word.lower() for word in _BOUNDARY.split(name) if word]
+
+
+CONVENTIONS = {
+    "camelCase": lambda w: w[0] + "".join(x.capitalize() for x in w[1:]),
+    "PascalCase": lambda w: "".join(x.capitalize() for x in w),
+    "snake_case": lambda w: "_".join(w),
+    "kebab-case": lambda w: "-".join(w),
+    "spaces in between": lambda w: " ".join(w),
+}
+
+
+def standardise(name, convention):
+    parts = words(name)
+    return CONVENTIONS[convention](parts) if parts else name
+
+
+def process_event(event, meta):
+    name = event.get("event")
+    if isinstance(name, str) and not name.startswith("$"):
+        event["event"] = standardise(name, meta.config.get("naming_convention", "camelCase"))
+    return event

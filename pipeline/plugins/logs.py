@@ -1,0 +1,145 @@
+"""Plugin log entries (SPEC section 5): SYSTEM / PLUGIN / CONSOLE, DEBUG / INFO / WARN / ERROR.
+
+A `LogSink` gathers the entries of one plugin call and writes them in one INSERT when the call
+ends (`flush`); a dry-run sink (the test run) only keeps them. `print()` inside a call reaches
+the sink of that call through a context variable, whichever thread or plugin source it is.
+"""
+
+import io
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+from RestrictedPython import PrintCollector
+
+MAX_MESSAGE_LENGTH = 50_000
+
+logger = structlog.get_logger(__name__)
+
+
+@dataclass
+class LogLine:
+    timestamp: datetime
+    source: str
+    type: str
+    message: str
+    instance_id: str
+
+    def as_dict(self) -> dict:
+        return {
+            "timestamp": self.timestamp.isoformat().replace("+00:00", "Z"),
+            "source": self.source,
+            "type": self.type,
+            "message": self.message,
+            "instance_id": self.instance_id,
+        }
+
+
+@dataclass
+class LogSink:
+    plugin_config_id: int | None
+    project_id: int
+    instance_id: str
+    persist: bool = True
+    lines: list[LogLine] = field(default_factory=list)
+
+    def add(self, source: str, type_: str, message: object) -> None:
+        text = str(message)
+        if len(text) > MAX_MESSAGE_LENGTH:
+            text = text[: MAX_MESSAGE_LENGTH - 20] + "... (message cut)"
+        self.lines.append(LogLine(datetime.now(UTC), source, type_, text, self.instance_id))
+
+    def system(self, type_: str, message: object) -> None:
+        self.add("SYSTEM", type_, message)
+
+    def flush(self) -> None:
+        """Store what was gathered (persisting sinks only) and start over."""
+        if not self.lines or not self.persist or self.plugin_config_id is None:
+            return
+        lines, self.lines = self.lines, []
+        from bklog_app.plugins.models import PluginLogEntry
+
+        PluginLogEntry.objects.bulk_create(
+            [
+                PluginLogEntry(
+                    plugin_config_id=self.plugin_config_id,
+                    project_id=self.project_id,
+                    timestamp=line.timestamp,
+                    source=line.source,
+                    type=line.type,
+                    message=line.message,
+                    instance_id=line.instance_id,
+                )
+                for line in lines
+            ]
+        )
+
+
+_current_sink: ContextVar[LogSink | None] = ContextVar("plugin_log_sink", default=None)
+
+
+@contextmanager
+def capturing(sink: LogSink) -> Iterator[None]:
+    """Route `print()` during a plugin call to `sink` as CONSOLE entries."""
+    token = _current_sink.set(sink)
+    try:
+        yield
+    finally:
+        _current_sink.reset(token)
+
+
+def _console_write(text: str, buffer: list[str]) -> None:
+    buffer.append(text)
+    joined = "".join(buffer)
+    if "\n" not in joined:
+        return
+    *complete, rest = joined.split("\n")
+    buffer[:] = [rest] if rest else []
+    sink = _current_sink.get()
+    for line in complete:
+        if sink is not None:
+            sink.add("CONSOLE", "INFO", line)
+
+
+class ConsolePrint(PrintCollector):
+    """RestrictedPython's `_print_` for source plugins: each printed line is a CONSOLE entry."""
+
+    def __init__(self, _getattr_=None):
+        super().__init__(_getattr_)
+        self._buffer: list[str] = []
+
+    def write(self, text: str) -> None:
+        _console_write(text, self._buffer)
+
+
+class _StdoutRouter(io.TextIOBase):
+    """Installed once as sys.stdout: inside a plugin call, lines go to that call's sink."""
+
+    def __init__(self, original):
+        self._original = original
+        self._buffers: dict[int, list[str]] = {}
+
+    def write(self, text: str) -> int:
+        sink = _current_sink.get()
+        if sink is None:
+            return self._original.write(text)
+        _console_write(text, self._buffers.setdefault(id(sink), []))
+        if len(self._buffers) > 1000:
+            self._buffers.clear()
+        return len(text)
+
+    def flush(self) -> None:
+        self._original.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._original, name)
+
+
+def route_stdout() -> None:
+    """Make `print()` in trusted (built-in, local) plugins land in their CONSOLE log."""
+    if not isinstance(sys.stdout, _StdoutRouter):
+        sys.stdout = _StdoutRouter(sys.stdout)

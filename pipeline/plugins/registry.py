@@ -1,0 +1,372 @@
+"""What one process knows about plugins: each project's enabled configs, and live instances.
+
+Both are cached in-process. A project with no enabled config costs one dict lookup per event
+(ingestion steps 4 and 8). Reload messages (`pipeline.plugins.reload`) drop the project caches
+and tear down the changed instances at once; PLUGIN_CHAIN_CACHE_SECONDS bounds how long a missed
+message can leave a cache stale, and every rebuild compares versions (the config's and the
+plugin's `updated_at`), so an instance is replaced only when it changed.
+
+Threads: plugin calls run on the task's thread; teardown on reload runs on the listener's
+thread. One re-entrant lock keeps them apart, so an instance is never torn down mid-call.
+"""
+
+import os
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from django.conf import settings
+
+from pipeline.plugins.api import RetryError
+from pipeline.plugins.config import ExportSettings, export_settings
+from pipeline.plugins.loader import PluginLoadError, code_for, execute
+from pipeline.plugins.logs import LogSink, capturing
+from pipeline.plugins.meta import Meta
+from pipeline.plugins.timeouts import call_with_time_limit
+
+logger = structlog.get_logger(__name__)
+
+SETUP_ATTEMPTS = 5
+SETUP_RETRY_DELAYS = (0.5, 1, 2, 4)
+
+
+@dataclass(frozen=True)
+class ConfigSnapshot:
+    """An enabled plugin config as the runtime needs it, without holding model objects."""
+
+    id: int
+    project_id: int
+    plugin_id: int
+    plugin_name: str
+    methods: frozenset[str]
+    jobs: tuple[str, ...]
+    scheduled_tasks: frozenset[str]
+    config: dict
+    version: tuple[str, str]
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.plugin_name} ({self.id})"
+
+    @property
+    def export(self) -> ExportSettings:
+        return export_settings(self.config)
+
+
+@dataclass(frozen=True)
+class ProjectPlugins:
+    chain: tuple[ConfigSnapshot, ...] = ()  # process_event, ascending order
+    on_event: tuple[ConfigSnapshot, ...] = ()
+    exports: tuple[ConfigSnapshot, ...] = ()
+
+    @property
+    def after_storage(self) -> bool:
+        return bool(self.on_event or self.exports)
+
+
+NO_PLUGINS = ProjectPlugins()
+
+
+@dataclass
+class PluginInstance:
+    snapshot: ConfigSnapshot
+    namespace: dict[str, Any]
+    meta: Meta
+    sink: LogSink
+    instance_id: str
+    torn_down: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def has(self, name: str) -> bool:
+        return callable(self.namespace.get(name))
+
+    def call(self, fn, args: tuple, what: str) -> Any:
+        """Run one plugin callable under the time limit, with print() captured; logs stored after."""
+        with _lock, capturing(self.sink):
+            try:
+                return call_with_time_limit(fn, args, settings.PLUGIN_TIMEOUT_SECONDS, what)
+            finally:
+                _flush_quietly(self.sink)
+
+    def method(self, name: str, *args: Any) -> Any:
+        return self.call(self.namespace[name], (*args, self.meta), f"{self.snapshot.plugin_name}.{name}")
+
+
+_lock = threading.RLock()
+_projects: dict[int, tuple[float, ProjectPlugins]] = {}
+_instances: dict[int, PluginInstance] = {}
+_failures: dict[int, int] = {}
+
+
+# --- project caches --------------------------------------------------------------------
+
+
+def project_plugins(project_id: int) -> ProjectPlugins:
+    """The project's enabled configs; cached per process (the ingestion hot path)."""
+    hit = _projects.get(project_id)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    from pipeline.plugins.reload import ensure_listening
+
+    ensure_listening()
+    plugins = _build_project(project_id)
+    _projects[project_id] = (time.monotonic() + settings.PLUGIN_CHAIN_CACHE_SECONDS, plugins)
+    return plugins
+
+
+def _build_project(project_id: int) -> ProjectPlugins:
+    from bklog_app.plugins.models import PluginConfig
+
+    rows = (
+        PluginConfig.objects.filter(project_id=project_id, enabled=True)
+        .select_related("plugin")
+        .order_by("order", "id")
+    )
+    snapshots = [_snapshot(row) for row in rows]
+    if not snapshots:
+        return NO_PLUGINS
+    for snapshot in snapshots:
+        _retire_if_changed(snapshot)
+    return ProjectPlugins(
+        chain=tuple(s for s in snapshots if "process_event" in s.methods),
+        on_event=tuple(s for s in snapshots if "on_event" in s.methods),
+        exports=tuple(s for s in snapshots if "export_events" in s.methods),
+    )
+
+
+def _snapshot(row) -> ConfigSnapshot:
+    capabilities = row.plugin.capabilities or {}
+    return ConfigSnapshot(
+        id=row.id,
+        project_id=row.project_id,
+        plugin_id=row.plugin_id,
+        plugin_name=row.plugin.name,
+        methods=frozenset(capabilities.get("methods") or ()),
+        jobs=tuple(capabilities.get("jobs") or ()),
+        scheduled_tasks=frozenset(capabilities.get("scheduled_tasks") or ()),
+        config=dict(row.config or {}),
+        version=(row.updated_at.isoformat(), row.plugin.updated_at.isoformat()),
+    )
+
+
+def config_snapshot(plugin_config_id: int, *, enabled_only: bool = True) -> ConfigSnapshot | None:
+    """A fresh snapshot of one config (for tasks, which carry only the config id)."""
+    from bklog_app.plugins.models import PluginConfig
+
+    query = PluginConfig.objects.select_related("plugin").filter(pk=plugin_config_id)
+    if enabled_only:
+        query = query.filter(enabled=True)
+    row = query.first()
+    return None if row is None else _snapshot(row)
+
+
+# --- instances ---------------------------------------------------------------------------
+
+
+def instance_for(snapshot: ConfigSnapshot) -> PluginInstance | None:
+    """The live instance of this config version, set up on first use; None if setup failed."""
+    current = _instances.get(snapshot.id)
+    if current is not None and current.snapshot.version == snapshot.version and not current.torn_down:
+        return current
+    with _lock:
+        current = _instances.get(snapshot.id)
+        if current is not None and current.snapshot.version == snapshot.version and not current.torn_down:
+            return current
+        if current is not None:
+            _teardown(current)
+        instance = _create(snapshot)
+        if instance is not None:
+            _instances[snapshot.id] = instance
+        return instance
+
+
+def _create(snapshot: ConfigSnapshot) -> PluginInstance | None:
+    from bklog_app.plugins.models import Plugin, PluginAttachment
+
+    instance_id = uuid.uuid4().hex
+    sink = LogSink(snapshot.id, snapshot.project_id, instance_id)
+    try:
+        plugin = Plugin.objects.prefetch_related("source_files").get(pk=snapshot.plugin_id)
+        namespace = execute(code_for(plugin))
+    except Exception as exc:
+        if _is_outage(exc):
+            raise
+        reason = str(exc) if isinstance(exc, PluginLoadError) else f"{type(exc).__name__}: {exc}"
+        disable_config(snapshot, f"the plugin could not be loaded: {reason}", exc, sink)
+        return None
+    attachments = {
+        a.key: {"file_name": a.file_name, "content_type": a.content_type, "contents": bytes(a.contents)}
+        for a in PluginAttachment.objects.filter(plugin_config_id=snapshot.id)
+    }
+    meta = Meta(
+        plugin_id=snapshot.plugin_id,
+        plugin_config_id=snapshot.id,
+        project_id=snapshot.project_id,
+        instance_id=instance_id,
+        config=dict(snapshot.config),
+        attachments=attachments,
+        job_names=list(snapshot.jobs) or _job_names(namespace),
+        sink=sink,
+    )
+    instance = PluginInstance(snapshot, namespace, meta, sink, instance_id)
+    if not run_setup(instance):
+        return None
+    sink.system("DEBUG", f"plugin instance {instance_id} set up in process {os.getpid()}")
+    _flush_quietly(sink)
+    return instance
+
+
+def _job_names(namespace: dict) -> list[str]:
+    jobs = namespace.get("jobs")
+    return [k for k, v in jobs.items() if callable(v)] if isinstance(jobs, dict) else []
+
+
+def run_setup(instance: PluginInstance, *, delays: tuple[float, ...] = SETUP_RETRY_DELAYS) -> bool:
+    """setup_plugin with up to SETUP_ATTEMPTS attempts on RetryError; failure disables the config."""
+    if not instance.has("setup_plugin"):
+        return True
+    for attempt in range(1, SETUP_ATTEMPTS + 1):
+        try:
+            instance.method("setup_plugin")
+            return True
+        except RetryError as exc:
+            if attempt == SETUP_ATTEMPTS:
+                disable_config(
+                    instance.snapshot,
+                    f"setup_plugin still asked for a retry after {SETUP_ATTEMPTS} attempts: {exc}",
+                    exc,
+                    instance.sink,
+                )
+                return False
+            delay = delays[min(attempt - 1, len(delays) - 1)] * settings.PLUGIN_RETRY_DELAY_SCALE
+            instance.sink.system(
+                "WARN", f"setup_plugin asked for a retry (attempt {attempt} of {SETUP_ATTEMPTS}): {exc}"
+            )
+            _flush_quietly(instance.sink)
+            time.sleep(delay)
+        except Exception as exc:
+            if _is_outage(exc):
+                raise
+            disable_config(instance.snapshot, f"setup_plugin failed: {type(exc).__name__}: {exc}", exc, instance.sink)
+            return False
+    return False
+
+
+def _teardown(instance: PluginInstance) -> None:
+    """Run teardown_plugin once per instance, whatever asks for it and how often."""
+    with _lock:
+        if instance.torn_down:
+            return
+        instance.torn_down = True
+        if _instances.get(instance.snapshot.id) is instance:
+            del _instances[instance.snapshot.id]
+        if not instance.has("teardown_plugin"):
+            return
+        try:
+            instance.method("teardown_plugin")
+        except Exception as exc:
+            instance.sink.system("ERROR", f"teardown_plugin failed: {type(exc).__name__}: {exc}")
+            _flush_quietly(instance.sink)
+            logger.warning("teardown_plugin failed", plugin_config_id=instance.snapshot.id, error=str(exc))
+
+
+def _retire_if_changed(snapshot: ConfigSnapshot) -> None:
+    current = _instances.get(snapshot.id)
+    if current is not None and current.snapshot.version != snapshot.version:
+        _teardown(current)
+
+
+def forget(*, plugin_config_id: int | None = None, plugin_id: int | None = None, everything: bool = False) -> None:
+    """Drop cached projects and tear down the instances that a reload names."""
+    _projects.clear()
+    for instance in list(_instances.values()):
+        if (
+            everything
+            or instance.snapshot.id == plugin_config_id
+            or (plugin_id is not None and instance.snapshot.plugin_id == plugin_id)
+        ):
+            _teardown(instance)
+
+
+def teardown_all() -> None:
+    """On process shutdown."""
+    forget(everything=True)
+
+
+def loaded_instances() -> list[PluginInstance]:
+    return list(_instances.values())
+
+
+# --- errors, failures, auto-disable ------------------------------------------------------
+
+
+def error_record(exc: BaseException, *, method: str, event: Any = None) -> dict:
+    return {
+        "name": type(exc).__name__,
+        "message": f"{method}: {exc}",
+        "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "traceback": "".join(traceback.format_exception(exc))[-8000:],
+        "event": event,
+    }
+
+
+def record_failure(
+    snapshot: ConfigSnapshot, exc: BaseException, *, method: str, event: Any = None, sink: LogSink | None = None
+) -> None:
+    """Store the error on the config and as an ERROR log entry; disable after too many in a row."""
+    from bklog_app.plugins.models import PluginConfig
+
+    PluginConfig.objects.filter(pk=snapshot.id).update(error=error_record(exc, method=method, event=event))
+    sink = sink or LogSink(snapshot.id, snapshot.project_id, "")
+    sink.system("ERROR", f"{method} failed: {type(exc).__name__}: {exc}")
+    _flush_quietly(sink)
+    count = _failures.get(snapshot.id, 0) + 1
+    _failures[snapshot.id] = count
+    limit = settings.PLUGIN_AUTO_DISABLE_AFTER_FAILURES
+    if limit > 0 and count >= limit:
+        _failures.pop(snapshot.id, None)
+        disable_config(
+            snapshot, f"disabled automatically after {count} failed calls in a row; the last: {exc}", exc, sink
+        )
+
+
+def record_success(snapshot: ConfigSnapshot) -> None:
+    if snapshot.id in _failures:
+        del _failures[snapshot.id]
+
+
+def disable_config(snapshot: ConfigSnapshot, reason: str, exc: BaseException | None, sink: LogSink) -> None:
+    """Turn the config off, say why (on the config and in its log), and reload every worker."""
+    from django.utils import timezone
+
+    from bklog_app.plugins.models import PluginConfig
+    from pipeline.plugins.reload import publish_reload
+
+    error = error_record(exc, method="plugin") if exc is not None else {}
+    error.update({"name": "PluginDisabled", "message": reason, "time": datetime.now(UTC).isoformat()})
+    PluginConfig.objects.filter(pk=snapshot.id).update(enabled=False, error=error, updated_at=timezone.now())
+    sink.system("ERROR", f"plugin config disabled: {reason}")
+    _flush_quietly(sink)
+    logger.warning("plugin config disabled", plugin_config_id=snapshot.id, reason=reason[:300])
+    _projects.pop(snapshot.project_id, None)
+    publish_reload(plugin_config_id=snapshot.id, project_id=snapshot.project_id)
+
+
+def _flush_quietly(sink: LogSink) -> None:
+    try:
+        sink.flush()
+    except Exception as exc:
+        if _is_outage(exc):
+            raise
+        logger.exception("could not store plugin log entries", plugin_config_id=sink.plugin_config_id)
+
+
+def _is_outage(exc: BaseException) -> bool:
+    from pipeline.errors import is_outage
+
+    return is_outage(exc)

@@ -1,0 +1,36 @@
+# Sourced by run-supervisord.sh and supervisorctl.sh: a default for every %(ENV_...)s variable
+# that supervisord.conf uses (supervisord refuses an undefined one). Anything already set in the
+# environment wins. The variables are listed in docs/operations.md.
+_support_files="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export BKLOG_HOME="${BKLOG_HOME:-$(cd "$_support_files/.." && pwd)}"
+export BKLOG_VAR_DIR="${BKLOG_VAR_DIR:-$BKLOG_HOME/var}"
+export BKLOG_LOG_DIR="${BKLOG_LOG_DIR:-$BKLOG_VAR_DIR/log}"
+export BKLOG_BIN="${BKLOG_BIN:-$BKLOG_HOME/.venv/bin}"
+export BKLOG_LOCAL_STORES="${BKLOG_LOCAL_STORES:-false}"
+export BKLOG_REDIS_PORT="${BKLOG_REDIS_PORT:-6379}"
+export BKLOG_CLICKHOUSE_PORT="${BKLOG_CLICKHOUSE_PORT:-9000}"
+export BKLOG_CLICKHOUSE_HTTP_PORT="${BKLOG_CLICKHOUSE_HTTP_PORT:-8123}"
+export BKLOG_INGESTION_CONCURRENCY="${BKLOG_INGESTION_CONCURRENCY:-2}"
+export BKLOG_DEFAULT_CONCURRENCY="${BKLOG_DEFAULT_CONCURRENCY:-2}"
+export BKLOG_SCHEDULED_CONCURRENCY="${BKLOG_SCHEDULED_CONCURRENCY:-1}"
+export BKLOG_ASYNC_EXPORT_CONCURRENCY="${BKLOG_ASYNC_EXPORT_CONCURRENCY:-1}"
+# Longer than the longest task's soft time limit, so a stopping worker finishes its task (an
+# export interrupted anyway resumes from its last chunk; ingestion acks late and requeues).
+export BKLOG_WORKER_STOPWAITSECS="${BKLOG_WORKER_STOPWAITSECS:-120}"
+# Longer than GUNICORN_GRACEFUL_TIMEOUT (30 s), so in-flight requests finish.
+export BKLOG_WEB_STOPWAITSECS="${BKLOG_WEB_STOPWAITSECS:-40}"
+export SUPERVISOR_NODAEMON="${SUPERVISOR_NODAEMON:-false}"
+export LOG_LEVEL="${LOG_LEVEL:-INFO}"
+# Every process under this supervisord writes its metrics here; /metrics adds them up.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$BKLOG_VAR_DIR/prometheus}"
+# Extra program files: the dev-only Redis and ClickHouse when BKLOG_LOCAL_STORES=true, and any
+# *.conf an operator drops in $BKLOG_VAR_DIR/supervisor/conf.d/.
+if [[ -z "${BKLOG_SUPERVISOR_INCLUDE:-}" ]]; then
+    BKLOG_SUPERVISOR_INCLUDE="$BKLOG_VAR_DIR/supervisor/conf.d/*.conf"
+    if [[ "$BKLOG_LOCAL_STORES" == true ]]; then
+        BKLOG_SUPERVISOR_INCLUDE="$_support_files/supervisord.local-stores.conf $BKLOG_SUPERVISOR_INCLUDE"
+    fi
+fi
+export BKLOG_SUPERVISOR_INCLUDE
+export PATH="$BKLOG_BIN:$PATH"
+unset _support_files

@@ -1,0 +1,150 @@
+"""What happens when another writer gets in between this batch's read and its write.
+
+The other writer is real: right after this batch has read its persons, a second resolve (with a
+cache of its own, like another worker process) commits its change. No database call is faked.
+"""
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+
+import pipeline.persons.cache as cache_module
+from bklog_app.models import DeadLetter
+from bklog_app.persons.models import Person, PersonDistinctId
+from pipeline.errors import is_outage
+from pipeline.ingestion.batch import ingest_messages
+from pipeline.persons import store
+from pipeline.persons.cache import DistinctIdCache, get_cache
+from pipeline.persons.resolve import MAX_ATTEMPTS, PersonsContention
+from pipeline.storage.events import list_events
+from tests.persons.helpers import normalised, resolve
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    get_cache().clear()
+    yield
+    get_cache().clear()
+
+
+def another_process_writes_after_each_read(monkeypatch, project_id: int, make_events, times: int = 1) -> list:
+    """After each of the next `times` reads of this process, another process resolves
+    `make_events()` and commits."""
+    real_load = store.load
+    own_cache = cache_module._cache
+    done: list = []
+
+    def load_then_interleave(*args, **kwargs):
+        loaded = real_load(*args, **kwargs)
+        if len(done) < times and cache_module._cache is own_cache:
+            done.append(True)
+            cache_module._cache = DistinctIdCache(100)
+            try:
+                done[-1] = resolve(project_id, make_events())
+            finally:
+                cache_module._cache = own_cache
+        return loaded
+
+    monkeypatch.setattr(store, "load", load_then_interleave)
+    return done
+
+
+def ids_of(person_uuid) -> set[str]:
+    return set(PersonDistinctId.objects.filter(person_id=person_uuid).values_list("distinct_id", flat=True))
+
+
+def test_person_merged_away_meanwhile_is_recomputed(project, monkeypatch):
+    (_, _), (y_person, _) = resolve(project.id, [normalised("e", "x"), normalised("e", "y")])[0]
+    get_cache()  # the interleaving swaps caches, so make sure ours exists
+    other = another_process_writes_after_each_read(
+        monkeypatch, project.id, lambda: [normalised("$merge_dangerously", "y", alias="x")]
+    )
+    results, _ = resolve(project.id, [normalised("$merge_dangerously", "x", alias="y", **{"$set": {"mine": 1}})])
+    assert other, "the other writer ran"
+    survivor = Person.objects.get()
+    assert survivor.uuid == y_person, "the other writer's merge stands; this batch was recomputed on top"
+    assert ids_of(survivor.uuid) == {"x", "y"}
+    assert results[0] == (survivor.uuid, {"mine": 1})
+    assert survivor.properties == {"mine": 1}
+
+
+def test_distinct_id_created_meanwhile_is_merged_not_duplicated(project, monkeypatch):
+    (_, _), (anon_2_person, _) = resolve(project.id, [normalised("e", "anon-1"), normalised("e", "anon-2")])[0]
+    get_cache()
+    other = another_process_writes_after_each_read(
+        monkeypatch, project.id, lambda: [normalised("$identify", "user", **{"$anon_distinct_id": "anon-2"})]
+    )
+    results, warnings = resolve(project.id, [normalised("$identify", "user", **{"$anon_distinct_id": "anon-1"})])
+    assert other
+    survivor = Person.objects.get()
+    assert survivor.uuid == anon_2_person, "'user' went to the other writer's person first"
+    assert ids_of(survivor.uuid) == {"user", "anon-1", "anon-2"}
+    assert results[0][0] == survivor.uuid and warnings == []
+
+
+def test_endless_contention_retries_the_batch_later(project, monkeypatch):
+    resolve(project.id, [normalised("e", "x")])
+    get_cache()
+    counter = iter(range(100))
+    another_process_writes_after_each_read(
+        monkeypatch,
+        project.id,
+        lambda: [normalised("e", "x", **{"$set": {"theirs": next(counter)}})],
+        times=MAX_ATTEMPTS,
+    )
+    with pytest.raises(PersonsContention) as info:
+        resolve(project.id, [normalised("e", "x", **{"$set": {"mine": 1}})])
+    assert is_outage(info.value), "the ingestion batch retries it with backoff instead of dropping it"
+    assert "mine" not in Person.objects.get().properties
+
+
+def test_database_outage_raises(project):
+    """A real connection failure (nothing listens / the file cannot be opened) is an outage."""
+    saved = dict(connection.settings_dict)
+    connection.close()
+    if connection.vendor == "postgresql":
+        from tests.servers import free_port
+
+        connection.settings_dict["PORT"] = str(free_port())
+    else:
+        connection.settings_dict["NAME"] = f"/nonexistent-{uuid.uuid4().hex}/bklog.sqlite3"
+    try:
+        with pytest.raises(Exception) as info:
+            resolve(project.id, [normalised("e", "u", **{"$set": {"a": 1}})])
+        assert is_outage(info.value), repr(info.value)
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+    assert not Person.objects.exists()
+
+
+def test_a_bug_in_one_events_person_handling_loses_no_other_event(project, monkeypatch):
+    import pipeline.persons.state as state_module
+
+    real = state_module.updates_from
+
+    def updates_from(properties):
+        if properties.get("trigger_bug"):
+            raise KeyError("simulated bug in person handling")
+        return real(properties)
+
+    monkeypatch.setattr(state_module, "updates_from", updates_from)
+    events = [
+        {"event": "e", "distinct_id": f"u{n}", "uuid": str(uuid.uuid4()), "properties": {"trigger_bug": n == 1}}
+        for n in range(3)
+    ]
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    message = {"id": "m1", "token": project.api_token, "project_id": project.id, "events": events, "ip": None}
+    report = ingest_messages([{**message, "now": now, "sent_at": None}])
+    assert (report.stored, report.dead_lettered) == (2, 1)
+    dead = DeadLetter.objects.get()
+    assert dead.step == "persons" and dead.payload["uuid"] == events[1]["uuid"]
+    assert "simulated bug" in dead.error
+    stored = list_events(project.id)
+    assert sorted(e["distinct_id"] for e in stored) == ["u0", "u2"]
+    assert all(e["person_id"] for e in stored)
