@@ -1,4 +1,11 @@
+import json
+
+from django import forms
 from django.contrib import admin, messages
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from bklog_app.plugins.models import (
     Plugin,
@@ -12,6 +19,30 @@ from bklog_app.plugins.models import (
 from pipeline.plugins.config import mask_secrets
 from pipeline.plugins.loader import PluginLoadError, code_for, inspect_code
 from pipeline.plugins.reload import publish_reload
+from pipeline.plugins.testrun import dry_run
+
+SAMPLE_EVENT = {
+    "event": "$pageview",
+    "distinct_id": "test-user",
+    "properties": {"$current_url": "https://example.com/"},
+}
+
+
+class TestRunForm(forms.Form):
+    event = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 100}),
+        initial=json.dumps(SAMPLE_EVENT, indent=2),
+        help_text="A sample event, as JSON. Nothing is stored; no job, export or log entry is kept.",
+    )
+
+    def clean_event(self):
+        try:
+            value = json.loads(self.cleaned_data["event"])
+        except ValueError as exc:
+            raise forms.ValidationError(f"Not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError("The event must be a JSON object.")
+        return value
 
 
 class PluginSourceFileInline(admin.StackedInline):
@@ -54,12 +85,38 @@ class PluginAdmin(admin.ModelAdmin):
 
 @admin.register(PluginConfig)
 class PluginConfigAdmin(admin.ModelAdmin):
-    list_display = ["id", "plugin", "project", "enabled", "order", "short_error", "updated_at"]
+    list_display = ["id", "plugin", "project", "enabled", "order", "short_error", "updated_at", "test_link"]
     list_filter = ["enabled", "plugin", "project"]
     search_fields = ["plugin__name", "project__name"]
     readonly_fields = ["masked_config", "error", "created_at", "updated_at"]
     exclude = ["config"]
     actions = ["enable", "disable"]
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.test_run)
+        return [path("<int:config_id>/test/", view, name="plugins_pluginconfig_test"), *super().get_urls()]
+
+    @admin.display(description="test")
+    def test_link(self, config: PluginConfig) -> str:
+        return format_html('<a href="{}">test run</a>', reverse("admin:plugins_pluginconfig_test", args=[config.pk]))
+
+    def test_run(self, request, config_id: int):
+        """Run process_event on a sample event, without side effects, and show what came out."""
+        config = get_object_or_404(PluginConfig.objects.select_related("plugin", "project"), pk=config_id)
+        form = TestRunForm(request.POST or None)
+        result = None
+        if request.method == "POST" and form.is_valid():
+            result = dry_run(config, form.cleaned_data["event"])
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Test run of {config.plugin} on {config.project}",
+            "config": config,
+            "form": form,
+            "result": result,
+            "output": json.dumps(result["event"], indent=2, default=str) if result and result["event"] else None,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/plugins/test_run.html", context)
 
     @admin.display(description="config (secrets masked)")
     def masked_config(self, config: PluginConfig):

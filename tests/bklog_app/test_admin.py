@@ -81,3 +81,22 @@ def test_membership_and_keys_are_searchable(operator, objects):
     assert response.status_code == 200
     assert PersonalAPIKey.objects.filter(user=user).exists()
     assert Membership.objects.filter(user=user).exists()
+
+
+def test_plugin_config_test_run_page(operator, api_client, project):
+    plugin = api_client.post(
+        "/api/plugins/", {"name": "filter", "source_type": "builtin", "builtin": "property_filter"}, format="json"
+    ).json()
+    config = api_client.post(
+        f"/api/projects/{project.id}/plugin_configs/",
+        {"plugin": plugin["id"], "enabled": True, "order": 0, "config": {"properties": "email"}},
+        format="json",
+    ).json()
+    url = reverse("admin:plugins_pluginconfig_test", args=[config["id"]])
+    assert operator.get(url).status_code == 200
+    event = '{"event": "signed_up", "distinct_id": "u", "properties": {"email": "a@b.c", "plan": "pro"}}'
+    response = operator.post(url, {"event": event})
+    assert response.status_code == 200
+    assert b"&quot;plan&quot;: &quot;pro&quot;" in response.content
+    assert b"a@b.c" not in response.content.split(b"Output event")[1]
+    assert b"Not JSON" in operator.post(url, {"event": "{nope"}).content
