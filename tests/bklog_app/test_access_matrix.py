@@ -78,8 +78,15 @@ def world(project):
         "export_id": export.get("id"),
     }
     assert historical.get("id"), historical
-    return {"ids": ids, "historical_id": historical.get("id"), "exporting_config_id": exporting["id"], "revoked": revoked_key, "outsider": outsider_key,
-            "admin_user": admin_user, "project": project}  # fmt: skip
+    return {
+        "ids": ids,
+        "historical_id": historical.get("id"),
+        "exporting_config_id": exporting["id"],
+        "revoked": revoked_key,
+        "outsider": outsider_key,
+        "admin_user": admin_user,
+        "project": project,
+    }
 
 
 def fill(path: str, world: dict) -> str:
