@@ -1,7 +1,7 @@
 """Gunicorn settings, from environment variables, and the Consul registration hooks.
 
 Run: `gunicorn -c gunicorn_config.py bklog_app.wsgi:application`. Every GUNICORN_* variable is
-listed with its default in docs/operations.md. `when_ready` registers the service in Consul from
+listed with its default in the README's configuration table. `when_ready` registers the service in Consul from
 a background thread (bklog_app/consul_registration.py), so Consul being down or slow never holds
 up or stops Gunicorn; `on_exit` deregisters it.
 """

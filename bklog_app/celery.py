@@ -127,7 +127,7 @@ def _fresh_connections_in_child(**_):
     clickhouse.reset()
 
 
-# --- Operations: metrics and log format (docs/operations.md) -----------------------------
+# --- Operations: metrics and log format (README, "Operations") -----------------------------
 
 
 @signals.worker_ready.connect

@@ -6,7 +6,7 @@ the agent is down or slow, and afterwards re-registers if the agent has lost the
 agent restarted without its data directory). Gunicorn serves requests from the start either
 way. `on_exit` stops the thread and deregisters, once, with a short timeout.
 
-Settings are the CONSUL_* variables in bklog_app/settings.py (see docs/operations.md).
+Settings are the CONSUL_* variables in bklog_app/settings.py (README, "Configuration").
 """
 
 from __future__ import annotations

@@ -170,12 +170,12 @@ PLUGINS_DIR = env.str("PLUGINS_DIR", default=str(VAR_DIR / "plugins"))
 PLUGIN_TIMEOUT_SECONDS = env.float("PLUGIN_TIMEOUT_SECONDS", default=30.0)
 GEOIP_DATABASE_PATH = env.str("GEOIP_DATABASE_PATH", default="")
 # A config whose calls fail this many times in a row is disabled, with the reason.
-PLUGIN_AUTO_DISABLE_AFTER_FAILURES = env.int("PLUGIN_AUTO_DISABLE_AFTER_FAILURES", default=50)
-PLUGIN_CHAIN_CACHE_SECONDS = env.float("PLUGIN_CHAIN_CACHE_SECONDS", default=30.0)
-PLUGIN_JOB_POLL_SECONDS = env.int("PLUGIN_JOB_POLL_SECONDS", default=10)
+PLUGIN_AUTO_DISABLE_AFTER_FAILURES = env.int("PLUGIN_AUTO_DISABLE_AFTER_FAILURES", default=100)
+PLUGIN_CHAIN_CACHE_SECONDS = env.float("PLUGIN_CHAIN_CACHE_SECONDS", default=60.0)
+PLUGIN_JOB_POLL_SECONDS = env.int("PLUGIN_JOB_POLL_SECONDS", default=5)
 # Work due within this many seconds is handed to Celery with a countdown; later work waits in
 # the database for the poller (Redis redelivers long-ETA messages after its visibility timeout).
-PLUGIN_MAX_COUNTDOWN_SECONDS = env.int("PLUGIN_MAX_COUNTDOWN_SECONDS", default=300)
+PLUGIN_MAX_COUNTDOWN_SECONDS = env.int("PLUGIN_MAX_COUNTDOWN_SECONDS", default=60)
 PLUGIN_RETRY_DELAY_SCALE = env.float("PLUGIN_RETRY_DELAY_SCALE", default=1.0)
 PLUGIN_SCHEDULE_MINUTE_SECONDS = env.int("PLUGIN_SCHEDULE_MINUTE_SECONDS", default=60)
 DISTINCT_ID_LRU_SIZE = env.int("DISTINCT_ID_LRU_SIZE", default=10_000)

@@ -1,6 +1,6 @@
 # Sourced by run-supervisord.sh and supervisorctl.sh: a default for every %(ENV_...)s variable
 # that supervisord.conf uses (supervisord refuses an undefined one). Anything already set in the
-# environment wins. The variables are listed in docs/operations.md.
+# environment wins. The variables are listed in the README's configuration table.
 _support_files="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export BKLOG_HOME="${BKLOG_HOME:-$(cd "$_support_files/.." && pwd)}"
 export BKLOG_VAR_DIR="${BKLOG_VAR_DIR:-$BKLOG_HOME/var}"

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-WORKER_TIMEOUT_SECONDS = float(os.environ["PLUGIN_TIMEOUT_SECONDS"])
+WORKER_TIMEOUT_SECONDS = float(os.environ.get("PLUGIN_TIMEOUT_SECONDS", "2"))  # as tests/conftest.py sets it
 
 
 def wait_until(check, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
