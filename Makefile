@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 REQS_HASH := $(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQS_HASH)
 
-.PHONY: run test stop status image logs deps system-deps python-deps lint format
+.PHONY: run test stop status image logs deps system-deps python-deps lint format chaos bench
 
 run: deps
 	@bash support-files/dev/make-run.sh
@@ -23,6 +23,21 @@ image: python-deps
 
 test: deps
 	@bash support-files/dev/make-test.sh
+
+# The fault suite (docs/reliability.md): 1,000 events/s through capture while workers, Gunicorn,
+# Redis, ClickHouse and PostgreSQL are killed or stopped; fails if an accepted event was lost or
+# duplicated. `make test` runs its short form (python -m chaos --mode ci).
+chaos: deps
+	$(BIN)/python -m chaos --mode full
+
+# The benchmark harness (docs/performance.md): the whole stack under supervisord on ports of its
+# own, load from a separate process, bench/results/<timestamp>.json and .md. Single scenarios and
+# options: BENCH_ARGS="single --runs 5" (python -m bench --help).
+bench: deps
+	@command -v wrk >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk >/dev/null 2>&1 \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk >/dev/null; } \
+		|| echo "bench: could not install wrk; the maximum rate falls back to the Python load generator"; }
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: python-deps
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ that lived less than that.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -52,8 +53,26 @@ def named_processes(programs: dict[str, int]) -> dict[str, int]:
             descendants.append(child)
             stack.extend(tree.get(child, []))
         for n, child in enumerate(sorted(descendants), start=1):
-            out[f"{program}/child-{n}"] = child
+            out[f"{program}/child-{n:02d}"] = child
     return out
+
+
+def cpu_seconds(programs: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) used so far by each program: its main process with the children
+    it has reaped, plus its live descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = defaultdict(float)
+    for name, pid in named_processes(programs).items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        program = name.split("/")[0]
+        used = int(fields[11]) + int(fields[12])
+        if "/" not in name:
+            used += int(fields[13]) + int(fields[14])
+        out[program] += used / tick
+    return dict(out)
 
 
 class RssSampler:

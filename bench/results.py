@@ -17,6 +17,7 @@ from bench.stats import spread
 
 RATES = (500, 1000, 2000)
 WORKER_RSS_LIMIT_MB = 250.0
+APP_PROGRAMS = ("bklog-web", "bklog-worker-", "bklog-beat")  # the stores are not "worker processes"
 
 # section name in the results -> (scenario, {figure: how to read it from one run})
 Extractor = Callable[[dict], Any]
@@ -32,6 +33,9 @@ SECTIONS: dict[str, tuple[str, dict[str, Extractor]]] = {
         {
             "max_rps": lambda run: run.get("max_rps"),
             "p99_ms_at_1000": _rate_figure(1000, "p99_ms"),
+            "web_cpu_ms_per_request_at_1000": lambda run: (
+                (run.get("rates", {}).get("1000") or {}).get("cpu_ms_per_request") or {}
+            ).get("bklog-web"),
             **{
                 f"{key}_at_{rate}": _rate_figure(rate, key)
                 for rate in RATES
@@ -40,11 +44,29 @@ SECTIONS: dict[str, tuple[str, dict[str, Extractor]]] = {
             },
         },
     ),
-    "e2e_batch": ("batch", {"events_per_s": lambda run: run.get("events_per_s")}),
+    "e2e_batch": (
+        "batch",
+        {
+            "events_per_s": lambda run: run.get("events_per_s"),
+            "stack_cpu_ms_per_event": lambda run: _total(run.get("cpu_ms_per_event")),
+            "ingestion_cpu_ms_per_event": lambda run: (run.get("cpu_ms_per_event") or {}).get("bklog-worker-ingestion"),
+        },
+    ),
     "lag": ("lag", {"p50_s": lambda run: run.get("p50_s"), "p99_s": lambda run: run.get("p99_s")}),
-    "naive": ("naive", {"events_per_s": lambda run: run.get("events_per_s")}),
+    "naive": (
+        "naive",
+        {
+            "events_per_s": lambda run: run.get("events_per_s"),
+            "stack_cpu_ms_per_event": lambda run: _total(run.get("cpu_ms_per_event")),
+        },
+    ),
     "clickhouse_raw": ("clickhouse_raw", {"events_per_s": lambda run: run.get("events_per_s")}),
 }
+
+
+def _total(per_program: dict | None) -> float | None:
+    return round(sum(per_program.values()), 3) if per_program else None
+
 
 # (name, section, figure or None, comparison, bound, text)
 TARGETS = (
@@ -84,7 +106,7 @@ def _targets(document: dict) -> dict[str, dict]:
             naive = (document.get("naive") or {}).get("events_per_s")
             value = round(batch / naive, 1) if batch and naive else None
         elif name == "worker_rss":
-            workers = {k: v for k, v in document["rss_mb"].items() if k.startswith("bklog-")}
+            workers = {k: v for k, v in document["rss_mb"].items() if k.startswith(APP_PROGRAMS)}
             value = max(workers.values()) if workers else None
         else:
             value = (document.get(section) or {}).get(figure)
@@ -100,7 +122,7 @@ def markdown(document: dict) -> str:
         "| figure | median | min | max | unit |",
         "|---|---:|---:|---:|---|",
     ]
-    units = {"rps": "req/s", "ms": "ms", "events_per_s": "events/s", "_s": "s"}
+    units = {"cpu_ms": "ms CPU", "rps": "req/s", "ms": "ms", "events_per_s": "events/s", "_s": "s"}
     for section in SECTIONS:
         if section not in document:
             continue

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bench import payloads, wrk
 from bench.loadgen import LoadResult, LoadSpec, build_post, run_in_subprocess, write_requests
+from bench.processes import cpu_seconds
 from bench.stack import LOOPBACK, ROOT, Stack, api_request
 from bench.stats import percentile
 
@@ -193,6 +194,24 @@ def wait_for_count(ctx: Context, project_id: int, expected: int, *, interval: fl
     return None, count
 
 
+class CpuMeter:
+    """CPU used by each program of the stack between construction and `per(n)`, in ms per unit:
+    on a shared machine this moves much less than throughput does."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.programs = ctx.stack.programs()
+        self.before = cpu_seconds(self.programs)
+
+    def per(self, units: int) -> dict[str, float]:
+        after = cpu_seconds(self.programs)
+        out = {}
+        for program, seconds in sorted(after.items()):
+            used = seconds - self.before.get(program, 0.0)
+            if used > 0.005 and units:
+                out[program] = round(1000 * used / units, 3)
+        return out
+
+
 # -- single ---------------------------------------------------------------------------------
 
 
@@ -204,18 +223,24 @@ def single(ctx: Context, run: int) -> dict:
         count = int(rate * ctx.sizes.rate_seconds)
         bodies = [payloads.single_body(token, i, f"user-{i % 1000}") for i in range(count)]
         ctx.log(f"  offered {rate} req/s for {ctx.sizes.rate_seconds:g}s ({count} requests)")
+        meter = CpuMeter(ctx)
         result = _send(
             ctx, f"single-{rate}", bodies, "/e/", rate=rate, connections=64, max_seconds=ctx.sizes.rate_seconds + 20
         )
         accepted += result.ok
         _, stored = wait_for_count(ctx, project_id, accepted)
-        out["rates"][str(rate)] = _load_summary(result) | {"stored_after_phase": stored, "accepted_so_far": accepted}
+        out["rates"][str(rate)] = _load_summary(result) | {
+            "stored_after_phase": stored,
+            "accepted_so_far": accepted,
+            "cpu_ms_per_request": meter.per(result.ok),
+        }
         ctx.log(
             f"    achieved {result.achieved_rps:.0f} req/s, p50 {result.p50_ms} ms, p95 {result.p95_ms} ms, "
             f"p99 {result.p99_ms} ms, errors {result.errors}, statuses {result.statuses}, "
             f"generator CPU {result.cpu_percent:.0f}%"
         )
     ctx.log(f"  maximum rate: {'wrk' if wrk.available() else 'python closed loop'}, {ctx.sizes.max_rate_seconds}s")
+    meter = CpuMeter(ctx)
     if wrk.available():
         top = wrk.max_rate(f"{ctx.stack.base_url}/e/", token, ctx.workdir, seconds=ctx.sizes.max_rate_seconds)
     else:
@@ -225,7 +250,11 @@ def single(ctx: Context, run: int) -> dict:
         top = _load_summary(result) | {"tool": "python", "rps": result.achieved_rps}
     accepted += top["ok"]
     _, stored = wait_for_count(ctx, project_id, accepted)
-    out["max"] = top | {"stored_after_phase": stored, "accepted_so_far": accepted}
+    out["max"] = top | {
+        "stored_after_phase": stored,
+        "accepted_so_far": accepted,
+        "cpu_ms_per_request": meter.per(top["ok"]),
+    }
     out["max_rps"] = top["rps"]  # 2xx answers only
     ctx.log(
         f"    {top['rps']:.0f} req/s (2xx), p50 {top['p50_ms']} ms, p99 {top['p99_ms']} ms, errors {top['errors']}, "
@@ -255,6 +284,7 @@ def batch(ctx: Context, run: int) -> dict:
     events = payloads.mixed_events(tag, count, offset=1)
     bodies = [payloads.batch_body(token, events[i : i + BATCH_SIZE]) for i in range(0, count, BATCH_SIZE)]
     ctx.log(f"  {len(bodies)} batch requests of {BATCH_SIZE} events, 4 connections")
+    meter = CpuMeter(ctx)
     result = _send(ctx, "batch", bodies, "/batch/", connections=4, max_seconds=120)
     accepted = result.ok * BATCH_SIZE
     seen_at, stored = wait_for_count(ctx, project_id, payloads.KNOWN_IDS + accepted)
@@ -270,6 +300,7 @@ def batch(ctx: Context, run: int) -> dict:
         "capture_seconds": result.wall_s,
         "capture_events_per_s": round(accepted / result.wall_s, 1),
         "capture": _load_summary(result),
+        "cpu_ms_per_event": meter.per(stored),
     } | check
     ctx.log(
         f"    {out['events_per_s']} events/s end to end ({stored} events in {out['seconds']} s); capture alone took "
@@ -328,6 +359,7 @@ def lag(ctx: Context, run: int) -> dict:
     watcher = _BatchWatcher(ctx, project_id)
     watcher.start()
     ctx.log(f"  {rate} events/s (single-event requests) for {ctx.sizes.lag_seconds:g}s")
+    meter = CpuMeter(ctx)
     try:
         result = _send(
             ctx, "lag", bodies, "/e/", rate=rate, connections=64, max_seconds=ctx.sizes.lag_seconds + 20, record=True
@@ -359,6 +391,7 @@ def lag(ctx: Context, run: int) -> dict:
         "p99_s": _round(percentile(lags, 99)),
         "max_s": _round(max(lags) if lags else None),
         "poll_interval_s": watcher.interval,
+        "cpu_ms_per_event": meter.per(len(stored)),
         "capture": _load_summary(result),
     }
     ctx.log(
@@ -383,6 +416,7 @@ def naive(ctx: Context, run: int) -> dict:
         "now": datetime.now(UTC).isoformat(timespec="milliseconds"),
     }
     ctx.log(f"  {count} events, one Celery task and one INSERT each")
+    meter = CpuMeter(ctx)
     completed = subprocess.run(
         [sys.executable, "-m", "bench.naive_tasks"],
         input=json.dumps(spec).encode(),
@@ -403,6 +437,7 @@ def naive(ctx: Context, run: int) -> dict:
         "seconds": round(seconds, 3) if seconds else None,
         "events_per_s": round(stored / seconds, 1) if seconds else None,
         "publish_seconds": round(published["published_at"] - published["started_at"], 3),
+        "cpu_ms_per_event": meter.per(stored),
     }
     ctx.log(f"    {out['events_per_s']} events/s ({stored} events in {out['seconds']} s)")
     return out

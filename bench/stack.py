@@ -50,6 +50,8 @@ class Ports:
 class _SupervisedPostgres(PostgresServer):
     """tests/servers.py's PostgreSQL preparation, with the server run by supervisord instead of by us."""
 
+    log_dir: Path = VAR / "log"
+
     def prepare(self) -> None:
         self._prepare()
 
@@ -65,7 +67,7 @@ class _SupervisedPostgres(PostgresServer):
                 "priority=5",
                 "stopsignal=INT",
                 "stopwaitsecs=30",
-                f"stdout_logfile={VAR / 'log' / 'postgres.log'}",
+                f"stdout_logfile={self.log_dir / 'postgres.log'}",
                 "redirect_stderr=true",
                 "",
             ]
@@ -73,8 +75,11 @@ class _SupervisedPostgres(PostgresServer):
 
 
 class Stack:
-    def __init__(self, ports: Ports | None = None) -> None:
+    def __init__(self, ports: Ports | None = None, var: Path | None = None) -> None:
+        """`var`: where data, logs and the supervisord socket go (default var/bench/); another
+        folder and other ports make a second, independent stack (chaos/ uses var/chaos/)."""
         self.ports = ports or Ports()
+        self.var = var or VAR
         self.started_here = False
 
     # -- environment ---------------------------------------------------------------------
@@ -92,8 +97,8 @@ class Stack:
         env.update(
             {
                 "BKLOG_HOME": str(ROOT),
-                "BKLOG_VAR_DIR": str(VAR),
-                "BKLOG_LOG_DIR": str(VAR / "log"),
+                "BKLOG_VAR_DIR": str(self.var),
+                "BKLOG_LOG_DIR": str(self.var / "log"),
                 "BKLOG_LOCAL_STORES": "true",
                 "BKLOG_REDIS_PORT": str(self.ports.redis),
                 "BKLOG_CLICKHOUSE_PORT": str(self.ports.clickhouse),
@@ -106,7 +111,7 @@ class Stack:
                 "DATABASE_URL": self.database_url,
                 "PORT": str(self.ports.web),
                 "CONSUL_ENABLED": "false",
-                "PROMETHEUS_MULTIPROC_DIR": str(VAR / "prometheus"),
+                "PROMETHEUS_MULTIPROC_DIR": str(self.var / "prometheus"),
                 "BKLOG_BENCH_TASKS": "1",
             }
         )
@@ -122,13 +127,14 @@ class Stack:
         """Start the stack unless this bench's supervisord already runs; then bring the schema up to
         date (idempotent) and wait until the web process answers."""
         if self.is_running():
-            log(f"reusing the bench stack that runs under {VAR} (stop it with: python -m bench --stop)")
+            log(f"reusing the bench stack that runs under {self.var} (stop it with: python -m bench --stop)")
         else:
-            log(f"starting the bench stack under supervisord (data and logs in {VAR})")
-            (VAR / "log").mkdir(parents=True, exist_ok=True)
-            conf_d = VAR / "supervisor" / "conf.d"
+            log(f"starting the bench stack under supervisord (data and logs in {self.var})")
+            (self.var / "log").mkdir(parents=True, exist_ok=True)
+            conf_d = self.var / "supervisor" / "conf.d"
             conf_d.mkdir(parents=True, exist_ok=True)
-            postgres = _SupervisedPostgres(VAR / "postgres", port=self.ports.postgres)
+            postgres = _SupervisedPostgres(self.var / "postgres", port=self.ports.postgres)
+            postgres.log_dir = self.var / "log"
             postgres.prepare()
             (conf_d / "bench-postgres.conf").write_text(postgres.program())
             subprocess.run(["bash", str(ROOT / "support-files" / "run-supervisord.sh")], env=self.env(), check=True)
@@ -188,7 +194,7 @@ class Stack:
             match = re.match(r"^(\S+)\s+RUNNING\s+pid (\d+)", line)
             if match:
                 programs[match.group(1).split(":")[-1]] = int(match.group(2))
-        pid_file = VAR / "supervisor" / "supervisord.pid"
+        pid_file = self.var / "supervisor" / "supervisord.pid"
         if pid_file.exists():
             programs["supervisord"] = int(pid_file.read_text().strip())
         return programs
@@ -243,7 +249,7 @@ class Stack:
                 time.sleep(0.3)
         raise RuntimeError(
             f"Redis, ClickHouse or PostgreSQL of the bench stack did not answer within {timeout:.0f}s ({last}); "
-            f"see {VAR / 'log'}"
+            f"see {self.var / 'log'}"
         )
 
     def _create_database(self) -> None:
@@ -265,7 +271,7 @@ class Stack:
                 pass
             time.sleep(0.3)
         raise RuntimeError(
-            f"the bench web process did not answer /_health within {timeout:.0f}s; see {VAR / 'log'}/web.log"
+            f"the bench web process did not answer /_health within {timeout:.0f}s; see {self.var / 'log'}/web.log"
         )
 
 

@@ -16,7 +16,8 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from bklog_app.capture.decoding import decode_request
 from bklog_app.capture.errors import CaptureError, invalid_api_key, missing_api_key, rate_limited, server_error
-from pipeline.ingestion.projects import project_for_token
+from pipeline.ingestion import projects, publish
+from pipeline.ingestion.projects import ProjectInfo
 from pipeline.ingestion.tasks import enqueue_capture
 from pipeline.metrics import EVENTS_RECEIVED
 from pipeline.redis import REDIS_ERRORS, get_redis
@@ -58,36 +59,56 @@ def _capture(request, endpoint: str) -> None:
 
 
 def accept_events(request, token: str | None, events: list[dict], sent_at: str | None) -> None:
-    """Authenticate by token, rate-limit, and enqueue the events as one message."""
+    """Authenticate by token, rate-limit, and enqueue the events as one message.
+
+    The token's project comes from this process's cache; whether a project changed since (the
+    epoch in pipeline/ingestion/projects.py) is checked in the same Redis round trip as the
+    publish when the broker and the cache share a Redis, else read before it.
+    """
     if token is None:
         raise missing_api_key()
-    try:
-        project = project_for_token(token)
-    except Exception as exc:
-        raise server_error(
-            f"The project database or Redis is unavailable ({type(exc).__name__}); nothing was stored. Retry later."
-        ) from exc
+    guarded = publish.can_guard_with(settings.REDIS_URL)
+    project = _project(token, check_epoch=not guarded)
+    if project is None and guarded:
+        project = _project(token, check_epoch=True)  # a cached "unknown token" may be stale
     if project is None:
         raise invalid_api_key()
     if not events:
         return  # every event lacked a name: nothing to store, and nothing wrong
     if project.rate_limit_per_minute:
         _check_rate_limit(project.id, project.rate_limit_per_minute, len(events))
-    now = datetime.now(UTC)
+    message = {
+        "token": token,
+        "events": events,
+        "ip": client_ip(request),
+        "now": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "sent_at": sent_at,
+    }
     try:
-        enqueue_capture(
-            token=token,
-            project_id=project.id,
-            events=events,
-            ip=client_ip(request),
-            now=now.isoformat(timespec="milliseconds"),
-            sent_at=sent_at,
-        )
+        try:
+            guard = (projects.EPOCH_KEY, projects.cached_epoch()) if guarded else None
+            enqueue_capture(project_id=project.id, guard=guard, **message)
+        except publish.GuardChanged as changed:
+            # A project changed since this process cached the token's: nothing was published.
+            projects.note_epoch(changed.current)
+            project = _project(token, check_epoch=True)
+            if project is None:
+                raise invalid_api_key() from None
+            enqueue_capture(project_id=project.id, **message)
     except (BrokerError, *REDIS_ERRORS, OSError) as exc:
         raise server_error(
             f"The event queue (Redis) did not accept the events ({exc}); nothing was stored. Retry later."
         ) from exc
     EVENTS_RECEIVED.inc(len(events))
+
+
+def _project(token: str, *, check_epoch: bool) -> ProjectInfo | None:
+    try:
+        return projects.project_for_token(token, check_epoch=check_epoch)
+    except Exception as exc:
+        raise server_error(
+            f"The project database or Redis is unavailable ({type(exc).__name__}); nothing was stored. Retry later."
+        ) from exc
 
 
 def error_response(request, error: CaptureError) -> HttpResponse:

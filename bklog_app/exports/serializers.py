@@ -1,15 +1,18 @@
 """What the exports API accepts and shows."""
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from bklog_app.exports.models import ExportJob, ExportStatus
-from pipeline.ingestion.timestamps import parse_iso
+from pipeline.ingestion.timestamps import EPOCH, parse_iso
 
 MAX_EVENT_NAMES = 100
 MAX_PROPERTIES = 20
 
 
+@extend_schema_field(OpenApiTypes.DATETIME)
 class IsoTimeField(serializers.Field):
     """An ISO 8601 time (naive means UTC), such as 2024-01-31T12:00:00Z."""
 
@@ -28,6 +31,11 @@ class IsoTimeField(serializers.Field):
 class RangeSerializer(serializers.Serializer):
     after = IsoTimeField(help_text="Events at or after this time (ISO 8601).")
     before = IsoTimeField(help_text="Events before this time (ISO 8601).")
+
+    def validate_after(self, value):
+        if value < EPOCH:
+            raise serializers.ValidationError("Events are stored from 1970-01-01T00:00:00Z on; give a later time.")
+        return value
 
     def validate(self, attrs):
         if attrs["after"] >= attrs["before"]:
@@ -70,8 +78,8 @@ class ExportStateMixin(serializers.Serializer):
     progress = serializers.IntegerField(read_only=True)
     error = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField(read_only=True)
-    started_at = serializers.DateTimeField(read_only=True)
-    finished_at = serializers.DateTimeField(read_only=True)
+    started_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
     def get_error(self, job) -> str | None:
         return job.error or None
@@ -82,7 +90,7 @@ class ExportJobSerializer(ExportStateMixin):
     events = serializers.ListField(read_only=True)
     properties = serializers.DictField(read_only=True)
     file_size = serializers.IntegerField(read_only=True, allow_null=True)
-    expires_at = serializers.DateTimeField(read_only=True)
+    expires_at = serializers.DateTimeField(read_only=True, allow_null=True)
     download_url = serializers.SerializerMethodField()
 
     def get_download_url(self, job: ExportJob) -> str | None:
@@ -97,3 +105,11 @@ class ExportJobSerializer(ExportStateMixin):
 class HistoricalExportSerializer(ExportStateMixin):
     plugin_config = serializers.IntegerField(source="plugin_config_id", read_only=True)
     batch_attempt = serializers.IntegerField(read_only=True)
+
+
+class ExportPage(serializers.Serializer):
+    results = ExportJobSerializer(many=True)
+
+
+class HistoricalExportPage(serializers.Serializer):
+    results = HistoricalExportSerializer(many=True)

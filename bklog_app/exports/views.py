@@ -4,6 +4,8 @@ organization see it (anyone else gets a 404, as for every project resource)."""
 
 from django.http import FileResponse, Http404
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
@@ -14,12 +16,15 @@ from bklog_app.exports.models import ExportJob, ExportStatus, HistoricalExport
 from bklog_app.exports.serializers import (
     ExportJobCreateSerializer,
     ExportJobSerializer,
+    ExportPage,
+    HistoricalExportPage,
     HistoricalExportSerializer,
     RangeSerializer,
 )
 from pipeline.exports import control, files
 
 MAX_LIST_LIMIT = 1000
+CONFLICT = OpenApiResponse(description="The export's status does not allow this (error body).")
 
 
 class Conflict(APIException):
@@ -71,11 +76,13 @@ def _apply(action, job):
 
 
 class ExportListView(APIView):
+    @extend_schema(operation_id="projects_exports_list", parameters=[ListQuery], responses=ExportPage)
     def get(self, request, project_id: int):
         project = project_for(request.user, project_id)
         jobs = ExportJob.objects.filter(project=project).order_by("-created_at", "-id")[: _limit(request)]
         return Response({"results": ExportJobSerializer(jobs, many=True, context={"request": request}).data})
 
+    @extend_schema(request=ExportJobCreateSerializer, responses={201: ExportJobSerializer})
     def post(self, request, project_id: int):
         project = project_for(request.user, project_id)
         serializer = ExportJobCreateSerializer(data=request.data)
@@ -85,18 +92,21 @@ class ExportListView(APIView):
 
 
 class ExportDetailView(APIView):
+    @extend_schema(responses=ExportJobSerializer)
     def get(self, request, project_id: int, export_id: int):
         job = _export_for(request, project_id, export_id)
         return Response(ExportJobSerializer(job, context={"request": request}).data)
 
 
 class ExportResumeView(APIView):
+    @extend_schema(request=None, responses={200: ExportJobSerializer, 409: CONFLICT})
     def post(self, request, project_id: int, export_id: int):
         job = _apply(control.resume, _export_for(request, project_id, export_id))
         return Response(ExportJobSerializer(job, context={"request": request}).data)
 
 
 class ExportCancelView(APIView):
+    @extend_schema(request=None, responses={200: ExportJobSerializer, 409: CONFLICT})
     def post(self, request, project_id: int, export_id: int):
         job = _apply(control.cancel, _export_for(request, project_id, export_id))
         return Response(ExportJobSerializer(job, context={"request": request}).data)
@@ -105,6 +115,13 @@ class ExportCancelView(APIView):
 class ExportDownloadView(APIView):
     """Streams the gzipped file; 410 once the export expired, 409 before it succeeded."""
 
+    @extend_schema(
+        responses={
+            (200, "application/gzip"): OpenApiResponse(OpenApiTypes.BINARY, description="The gzipped file."),
+            409: CONFLICT,
+            410: OpenApiResponse(description="The export expired; its file was deleted (error body)."),
+        }
+    )
     def get(self, request, project_id: int, export_id: int):
         job = _export_for(request, project_id, export_id)
         expired = job.status == ExportStatus.EXPIRED or (
@@ -130,11 +147,17 @@ class ExportDownloadView(APIView):
 
 
 class HistoricalExportListView(APIView):
+    @extend_schema(
+        operation_id="projects_plugin_configs_historical_exports_list",
+        parameters=[ListQuery],
+        responses=HistoricalExportPage,
+    )
     def get(self, request, project_id: int, config_id: int):
         config = _plugin_config(request, project_id, config_id)
         jobs = HistoricalExport.objects.filter(plugin_config=config).order_by("-created_at", "-id")[: _limit(request)]
         return Response({"results": HistoricalExportSerializer(jobs, many=True).data})
 
+    @extend_schema(request=RangeSerializer, responses={201: HistoricalExportSerializer})
     def post(self, request, project_id: int, config_id: int):
         config = _plugin_config(request, project_id, config_id)
         serializer = RangeSerializer(data=request.data)
@@ -153,6 +176,7 @@ class HistoricalExportListView(APIView):
 
 
 class HistoricalExportDetailView(APIView):
+    @extend_schema(responses=HistoricalExportSerializer)
     def get(self, request, project_id: int, config_id: int, export_id: int):
         return Response(HistoricalExportSerializer(_historical_for(request, project_id, config_id, export_id)).data)
 
@@ -162,6 +186,7 @@ class HistoricalExportActionView(APIView):
 
     action = ""
 
+    @extend_schema(request=None, responses={200: HistoricalExportSerializer, 409: CONFLICT})
     def post(self, request, project_id: int, config_id: int, export_id: int):
         job = _historical_for(request, project_id, config_id, export_id)
         job = _apply(getattr(control, self.action), job)

@@ -104,7 +104,7 @@ def persons_of(project) -> QuerySet[Person]:
 
 
 class PersonListView(APIView):
-    @extend_schema(parameters=[PersonQuery], responses=PersonPage)
+    @extend_schema(operation_id="projects_persons_list", parameters=[PersonQuery], responses=PersonPage)
     def get(self, request, project_id: int):
         project = project_for(request.user, project_id)
         query = PersonQuery(data=request.query_params)

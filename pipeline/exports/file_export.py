@@ -21,9 +21,9 @@ from django.conf import settings
 from bklog_app.exports.models import ExportJob, ExportStatus
 from pipeline.errors import is_outage
 from pipeline.exports import files, state
-from pipeline.exports.lease import Lease, held_for, lock_name
+from pipeline.exports.lease import Lease, lock_name, wait_for_lock
 from pipeline.exports.notify import notify_failure
-from pipeline.exports.ranges import event_range_for, properties_match
+from pipeline.exports.ranges import Walk, event_range_for, properties_match
 from pipeline.exports.state import Next
 from pipeline.exports.writers import write_member
 from pipeline.storage.exports import count_rows, stream_chunk
@@ -46,12 +46,13 @@ def run_file_export(export_id: int) -> Next | None:
 
 def wait_for_holder(export_id: int) -> Next | None:
     """Another run holds the export. Check again when its lock would lapse, so that this copy
-    takes over if that run died; stop checking once the export is no longer queued or running."""
+    takes over if that run died; stop once the export is no longer queued or running, or when
+    another copy is already waiting."""
     if state.status_of(ExportJob, export_id) not in (ExportStatus.QUEUED, ExportStatus.RUNNING):
         return None
-    remaining = held_for(lock_name(KIND, export_id))
-    logger.info("export is being run elsewhere; checking again later", export_id=export_id, seconds=remaining)
-    return Next(countdown=(remaining or 0) + 1)
+    countdown = wait_for_lock(lock_name(KIND, export_id))
+    logger.info("export is being run elsewhere", export_id=export_id, check_again_in=countdown)
+    return None if countdown is None else Next(countdown=countdown)
 
 
 def resume_path(job: ExportJob) -> str:
@@ -110,29 +111,29 @@ def _export(job: ExportJob, lease: Lease, log) -> Next | None:
             state.commit(ExportJob, job.pk, token, cursor_timestamp_ms=None, cursor_uuid="", rows_exported=0,
                          rows_scanned=0, file_offset=0, chunks_committed=0)  # fmt: skip
         deadline = time.monotonic() + settings.EXPORT_SLICE_SECONDS
-        chunk_rows = max(settings.EXPORT_CHUNK_ROWS, 1)
+        walk = Walk.over(event_range, max(settings.EXPORT_CHUNK_ROWS, 1), job.estimated_rows)
         while True:
             if not lease.renew():
                 log.warning("export lease lapsed; another run carries on")
                 return None
+            bound = walk.bound(job.cursor)
             chunk = _Chunk(job.cursor)
-            rows = chunk.matching(stream_chunk(event_range, job.cursor, chunk_rows), job.properties)
+            rows = chunk.matching(stream_chunk(event_range, job.cursor, walk.limit, bound), job.properties)
             first = next(rows, None)
-            if first is None and job.file_offset > 0:
-                return _succeed(job, token, fileobj.tell())
-            written = write_member(
-                fileobj,
-                job.format,
-                _prepend(first, rows),
-                header=job.file_offset == 0,
-                compresslevel=settings.EXPORT_GZIP_LEVEL,
-            )
-            job.rows_exported += written
+            if first is not None or job.file_offset == 0:  # the first member holds the CSV header
+                job.rows_exported += write_member(
+                    fileobj,
+                    job.format,
+                    _prepend(first, rows),
+                    header=job.file_offset == 0,
+                    compresslevel=settings.EXPORT_GZIP_LEVEL,
+                )
+                job.file_offset = fileobj.tell()
             job.rows_scanned += chunk.scanned
-            job.file_offset = fileobj.tell()
             job.chunks_committed += 1
-            if chunk.cursor is not None:
-                job.cursor_timestamp_ms, job.cursor_uuid = chunk.cursor
+            cursor = walk.after_chunk(job.cursor, bound, chunk.scanned, chunk.cursor)
+            if cursor is not None:
+                job.cursor_timestamp_ms, job.cursor_uuid = cursor
             committed = state.commit(
                 ExportJob,
                 job.pk,
@@ -148,7 +149,7 @@ def _export(job: ExportJob, lease: Lease, log) -> Next | None:
                 _discard_if_cancelled(job.pk)
                 log.info("export stopped: no longer running under this run", status=state.status_of(ExportJob, job.pk))
                 return None
-            if chunk.scanned < chunk_rows:
+            if cursor is None:
                 return _succeed(job, token, job.file_offset)
             if time.monotonic() >= deadline:
                 log.info("export slice used up; a fresh task continues", rows_exported=job.rows_exported)

@@ -25,9 +25,9 @@ from django.conf import settings
 from bklog_app.exports.models import ExportStatus, HistoricalExport
 from pipeline.errors import is_outage
 from pipeline.exports import state
-from pipeline.exports.lease import Lease, held_for, lock_name
+from pipeline.exports.lease import Lease, lock_name, wait_for_lock
 from pipeline.exports.notify import notify_failure
-from pipeline.exports.ranges import event_range_for
+from pipeline.exports.ranges import Walk, event_range_for
 from pipeline.exports.state import Next
 from pipeline.plugins import registry
 from pipeline.plugins.api import RetryError
@@ -48,10 +48,11 @@ class ExportFailed(Exception):
 
 def run_historical_export(export_id: int) -> Next | None:
     lease = Lease.take(lock_name(KIND, export_id))
-    if lease is None:
+    if lease is None:  # another run holds it: wait for it as file exports do
         if state.status_of(HistoricalExport, export_id) not in (ExportStatus.QUEUED, ExportStatus.RUNNING):
             return None
-        return Next(countdown=(held_for(lock_name(KIND, export_id)) or 0) + 1)
+        countdown = wait_for_lock(lock_name(KIND, export_id))
+        return None if countdown is None else Next(countdown=countdown)
     try:
         return _run(export_id, lease)
     finally:
@@ -99,7 +100,7 @@ def _export(job: HistoricalExport, lease: Lease, log) -> Next | None:
         job.estimated_rows = count_rows(event_range)
         state.commit(HistoricalExport, job.pk, token, estimated_rows=job.estimated_rows)
     deadline = time.monotonic() + settings.EXPORT_SLICE_SECONDS
-    batch_rows = max(settings.EXPORT_HISTORICAL_BATCH_ROWS, 1)
+    walk = Walk.over(event_range, max(settings.EXPORT_HISTORICAL_BATCH_ROWS, 1), job.estimated_rows)
     while True:
         if not lease.renew():
             log.warning("historical export lease lapsed; another run carries on")
@@ -115,16 +116,17 @@ def _export(job: HistoricalExport, lease: Lease, log) -> Next | None:
                 f"plugin config {job.plugin_config_id} could not be set up or has no export_events; see its logs "
                 "and error, fix it, then resume this export"
             )
-        rows = fetch_chunk(event_range, job.cursor, batch_rows)
-        if not rows:
-            return _succeed(job, token)
+        bound = walk.bound(job.cursor)
+        rows = fetch_chunk(event_range, job.cursor, walk.limit, bound)
         events = historical_events(rows, job.project_id, snapshot.export.ignore)
         if events:
             retry = _deliver(job, token, snapshot, instance, events)
             if retry is not None:
                 return retry
-        last = rows[-1]
-        job.cursor_timestamp_ms, job.cursor_uuid = last[4], last[0]
+        last = (rows[-1][4], rows[-1][0]) if rows else None
+        cursor = walk.after_chunk(job.cursor, bound, len(rows), last)
+        if cursor is not None:
+            job.cursor_timestamp_ms, job.cursor_uuid = cursor
         job.rows_exported += len(events)
         job.rows_scanned += len(rows)
         job.chunks_committed += 1
@@ -143,7 +145,7 @@ def _export(job: HistoricalExport, lease: Lease, log) -> Next | None:
         if not committed:
             log.info("historical export stopped", status=state.status_of(HistoricalExport, job.pk))
             return None
-        if len(rows) < batch_rows:
+        if cursor is None:
             return _succeed(job, token)
         if time.monotonic() >= deadline:
             return Next()

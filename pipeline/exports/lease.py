@@ -46,3 +46,13 @@ def held_for(name: str) -> float | None:
     if remaining_ms == -2:
         return None
     return max(remaining_ms, 0) / 1000 if remaining_ms >= 0 else float(settings.EXPORT_LOCK_TTL_SECONDS)
+
+
+def wait_for_lock(name: str) -> float | None:
+    """For a copy that found `name` locked: seconds until it should look again (when the lock
+    would lapse if its holder died), or None when another copy is already waiting for it, so
+    that redelivered or repeated messages leave one waiter, not a crowd."""
+    countdown = (held_for(name) or 0) + 1
+    if not locks.claim_once(f"{name}:waiter", ttl=countdown):
+        return None
+    return countdown

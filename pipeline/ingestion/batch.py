@@ -60,8 +60,12 @@ def ingest_messages(messages: list[dict[str, Any]]) -> BatchReport:
     report = BatchReport()
     records = BatchRecords()
     normalised: list[_Normalised] = []
+    projects: dict[tuple, ProjectInfo | None] = {}  # one lookup per token in a batch, not per message
     for message in messages:
-        project = _resolve_project(message)
+        key = (message.get("token"), message.get("project_id"))
+        if key not in projects:
+            projects[key] = _resolve_project(message)
+        project = projects[key]
         events = message.get("events") or []
         report.received += len(events)
         if project is None:

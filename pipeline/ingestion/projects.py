@@ -24,11 +24,16 @@ class ProjectInfo:
 
 _FIELDS = ("id", "anonymize_ips", "rate_limit_per_minute")
 _cache: dict[str, tuple[float, ProjectInfo | None]] = {}
-_epoch: list[bytes | None] = [None]
+_UNCHECKED = b"\0unchecked"
+_epoch: list[bytes | None] = [_UNCHECKED]
 
 
-def project_for_token(token: str) -> ProjectInfo | None:
-    _check_epoch()
+def project_for_token(token: str, *, check_epoch: bool = True) -> ProjectInfo | None:
+    """The token's project. With check_epoch=False a cached answer is returned without asking
+    Redis; the caller must then check that the epoch is still `cached_epoch()` (the capture
+    endpoint does, atomically with its publish: pipeline/ingestion/publish.py)."""
+    if check_epoch or _epoch[0] is _UNCHECKED:
+        _check_epoch()
     now = time.monotonic()
     hit = _cache.get(token)
     if hit is not None and now - hit[0] < CACHE_SECONDS:
@@ -52,8 +57,17 @@ def forget() -> None:
     get_redis().incr(EPOCH_KEY)
 
 
-def _check_epoch() -> None:
-    epoch = get_redis().get(EPOCH_KEY)
+def cached_epoch() -> bytes | None:
+    """The epoch the cached lookups are valid for."""
+    return _epoch[0]
+
+
+def note_epoch(epoch: bytes | None) -> None:
+    """The epoch moved (seen by someone else than _check_epoch): drop what was cached before it."""
     if epoch != _epoch[0]:
         _cache.clear()
         _epoch[0] = epoch
+
+
+def _check_epoch() -> None:
+    note_epoch(get_redis().get(EPOCH_KEY))

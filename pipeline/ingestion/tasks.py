@@ -12,11 +12,12 @@ If the worker dies, unacked messages come back after the broker's visibility tim
 import time
 
 import structlog
-from celery_batches import Batches, SimpleRequest
+from celery_batches import Batches, SimpleRequest, consume_queue
 from django.conf import settings
 
 from bklog_app.celery import app
 from pipeline.errors import is_outage
+from pipeline.ingestion import publish
 from pipeline.ingestion.batch import dead_letter_messages, ingest_messages
 from pipeline.ingestion.status import record_ingested
 from pipeline.metrics import observe_batch_dead_lettered, observe_ingestion, observe_ingestion_requeued
@@ -30,19 +31,43 @@ INGEST_TASK_NAME = "bklog.ingestion.ingest_batch"
 class AckWhenStored(Batches):
     """Batches that acknowledge on success and requeue on failure, instead of acking always."""
 
+    def Strategy(self, task, app, consumer):
+        """Called each time the consumer (re)starts, e.g. after the broker connection was lost.
+
+        celery-batches keeps its flush timer and buffer across such restarts; the timer belongs
+        to the old consumer and may never fire again, leaving new messages unflushed. Start
+        afresh: drop the buffered requests (unacknowledged, so the broker delivers them again).
+        """
+        if self._tref is not None:
+            self._tref.cancel()
+            self._tref = None
+        dropped = len(list(consume_queue(self._buffer))) + len(list(consume_queue(self._pending)))
+        if dropped:
+            logger.warning("consumer restarted; buffered messages will be redelivered", messages=dropped)
+        return super().Strategy(task, app, consumer)
+
     def flush(self, requests):
         simple = ([SimpleRequest.from_request(r) for r in requests],)
 
-        def on_return(stored: bool | None) -> None:
+        def settle(ack: bool) -> None:
             for request in requests:
-                if stored:
-                    request.acknowledge()
-                else:
-                    request.reject(requeue=True)
+                try:
+                    if ack:
+                        request.acknowledge()
+                    else:
+                        request.reject(requeue=True)
+                except Exception as exc:  # the broker connection this message came on is gone
+                    logger.warning(
+                        "could not settle a message; the broker delivers it again after the visibility timeout",
+                        error=str(exc),
+                    )
 
-        def on_error(_exc) -> None:
-            for request in requests:
-                request.reject(requeue=True)
+        def on_return(stored: bool | None) -> None:
+            settle(bool(stored))
+
+        def on_error(exc) -> None:
+            logger.error("ingestion batch did not run in the pool; messages requeued", error=repr(exc))
+            settle(False)
 
         from celery_batches.trace import apply_batches_task
 
@@ -112,18 +137,26 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
 
 
 def enqueue_capture(
-    *, token: str, project_id: int, events: list[dict], ip: str | None, now: str, sent_at: str | None
+    *,
+    token: str,
+    project_id: int,
+    events: list[dict],
+    ip: str | None,
+    now: str,
+    sent_at: str | None,
+    guard: tuple[str, bytes | None] | None = None,
 ) -> None:
-    """Publish one captured request as one message. Raises if the broker did not take it."""
-    ingest_batch.apply_async(
-        kwargs={
-            "token": token,
-            "project_id": project_id,
-            "events": events,
-            "ip": ip,
-            "now": now,
-            "sent_at": sent_at,
-        },
-        retry=True,
-        retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
-    )
+    """Publish one captured request as one message. Raises if the broker did not take it, and
+    publish.GuardChanged if a `guard` (see publish.publish) no longer holds."""
+    kwargs = {"token": token, "project_id": project_id, "events": events, "ip": ip, "now": now, "sent_at": sent_at}
+    if not publish.is_redis_broker():
+        if guard is not None:
+            raise ValueError("a guard needs a Redis broker (publish.can_guard_with)")
+        ingest_batch.apply_async(kwargs=kwargs, retry=True, retry_policy=_RETRY_POLICY)
+        return
+    # The hot path of capture (pipeline/ingestion/publish.py says why it is not apply_async).
+    kwargsrepr = f"{{'project_id': {project_id}, 'events': <{len(events)} events>}}"
+    publish.publish(ingest_batch.queue, publish.task_message(ingest_batch, kwargs, kwargsrepr), guard=guard)
+
+
+_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}

@@ -52,6 +52,11 @@ def test_create_answers_201_with_the_job(api_client, project):
         ({**GOOD, "after": "yesterday"}, "after", "Must be an ISO 8601 time, such as 2024-01-31T12:00:00Z."),
         ({k: v for k, v in GOOD.items() if k != "before"}, "before", "This field is required."),
         ({**GOOD, "before": "2024-03-01T00:00:00Z"}, "before", "'before' must be later than 'after'."),
+        (
+            {**GOOD, "after": "0509-03-17T23:26:28Z"},
+            "after",
+            "Events are stored from 1970-01-01T00:00:00Z on; give a later time.",
+        ),
         ({**GOOD, "events": "signed_up"}, "events", 'Expected a list of items but got type "str".'),
         ({**GOOD, "properties": ["plan"]}, "properties", 'Expected a dictionary of items but got type "list".'),
         (

@@ -91,3 +91,28 @@ def test_stored_event_row_order_is_the_select_order():
     assert columns[3] == "properties"
     assert columns[4] == "timestamp_ms"
     assert EventRow.__dataclass_fields__  # the rows the tests write are what ingestion writes
+
+
+@pytest.mark.parametrize("estimate", [None, 1, 10**6])
+@pytest.mark.parametrize("limit", [4, 45])
+def test_a_bounded_walk_reads_every_row_once_in_order_whatever_the_estimate(project, estimate, limit):
+    from pipeline.exports.ranges import Walk
+
+    # Clustered rows far apart in a year-long range: dense bursts and long empty stretches.
+    stored = []
+    for day in (0, 1, 200, 364):
+        stored += store_events(project.id, 15 if day != 1 else 0, start_ms=BASE_MS + day * 86_400_000)
+    event_range = EventRange(project.id, BASE_MS, BASE_MS + 365 * 86_400_000)
+    walk = Walk.over(event_range, limit, estimate)
+    read, cursor, chunks = [], None, 0
+    while chunks < 200:
+        bound = walk.bound(cursor)
+        rows = fetch_chunk(event_range, cursor, limit, bound)
+        assert len(rows) <= limit
+        read += rows
+        chunks += 1
+        cursor = walk.after_chunk(cursor, bound, len(rows), (rows[-1][4], rows[-1][0]) if rows else None)
+        if cursor is None:
+            break
+    assert [row[0] for row in read] == [str(row.uuid) for row in keyset_order(stored)]
+    assert chunks < 200

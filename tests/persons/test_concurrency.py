@@ -135,15 +135,20 @@ def race(client, project, api_client, make_worker):
     """Two ingestion workers, a barrier, and `run(first, second, hold)` to race two messages."""
     before = hostnames(timeout=1.0)
     workers = [make_worker("ingestion"), make_worker("ingestion")]
+    everyone = set(before)
     seen: set[str] = set()
 
     def both_answer() -> bool:
-        seen.update(hostnames() - before)
-        return len(seen) == 2
+        answering = hostnames()
+        everyone.update(answering)  # also a session worker that answered late the first time
+        # make_worker names its workers test-<role>-...; the session worker is test-all-...
+        seen.update(name for name in answering - before if name.startswith("test-ingestion-"))
+        return len(seen) >= 2
 
     wait_until(both_answer, "both workers to answer remote control", workers)
+    assert len(seen) == 2, seen
     mine = sorted(seen)
-    steering = Steering(before | set(mine))
+    steering = Steering(everyone)
     barrier = PostgresBarrier() if connection.vendor == "postgresql" else SqliteBarrier()
     sent: list[dict] = []
 

@@ -1,0 +1,191 @@
+"""python -m chaos --mode full|ci [--keep]: see chaos/__init__.py and docs/reliability.md."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bench.stack import LOOPBACK
+from chaos import report, verify
+from chaos.driver import CONNECTION_ERROR, Outcome, drive
+from chaos.faults import FaultRunner, schedule
+from chaos.stack import WORKER_PROGRAMS, ChaosStack, prepare
+from chaos.traffic import bad_requests, fuzz_requests, valid_requests
+
+
+@dataclass(frozen=True)
+class Mode:
+    requests_per_second: float
+    events_per_request: int
+    gap: float  # seconds of plain load between faults
+    bad_every: int  # one bad request per this many
+    hypothesis_examples: int
+    max_seconds: float
+
+
+MODES = {
+    "full": Mode(100, 10, 10.0, 20, 300, 900),  # 1,000 events/s
+    "ci": Mode(10, 5, 2.0, 5, 60, 400),  # 50 events/s
+}
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def mixed(valid, bad, every: int):
+    bad = itertools.cycle(bad)
+    for index, request in enumerate(valid):
+        if index % every == every - 1:
+            yield next(bad)
+        yield request
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    parser.add_argument("--mode", choices=sorted(MODES), default="ci")
+    parser.add_argument("--keep", action="store_true", help="leave the chaos stack running afterwards")
+    args = parser.parse_args(argv)
+    mode = MODES[args.mode]
+    # A CI timeout or Ctrl-C still runs the `finally` below, which stops every process started.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    # The driver logs a traceback per refused connection while the stores start or are down.
+    logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stack = ChaosStack()
+    try:
+        stack.ensure_running(log)
+        return run(stack, args.mode, mode, stamp)
+    finally:
+        if not args.keep:
+            stack.stop(log)
+
+
+def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
+    setup = prepare(stack, stamp)
+    port = stack.ports.web
+    log(
+        f"chaos ({mode_name}): project {setup.project_id}, "
+        f"{mode.requests_per_second * mode.events_per_request:g} events/s"
+    )
+    bad = bad_requests(LOOPBACK, port, setup.fuzz_token) + fuzz_requests(
+        LOOPBACK, port, setup.fuzz_token, mode.hypothesis_examples
+    )
+    requests = mixed(valid_requests(LOOPBACK, port, setup.token, mode.events_per_request), bad, mode.bad_every)
+
+    outcomes: list[Outcome] = []
+    accepted: set[str] = set()
+    lock = threading.Lock()
+
+    def on_outcome(outcome: Outcome) -> None:
+        with lock:
+            outcomes.append(outcome)
+            if outcome.status == 200 and outcome.kind == "valid":
+                accepted.update(outcome.uuids)
+
+    def on_probe(uuid: str) -> None:
+        with lock:
+            accepted.add(uuid)
+
+    stop = threading.Event()
+    runner = FaultRunner(stack, setup.project_id, setup.token, mode.gap, on_probe)
+
+    def faults() -> None:
+        try:
+            runner.run(schedule(mode_name), stop, log)
+        finally:
+            time.sleep(mode.gap)
+            stop.set()
+
+    thread = threading.Thread(target=faults, name="faults", daemon=True)
+    thread.start()
+    drive(
+        LOOPBACK,
+        port,
+        requests,
+        rate=mode.requests_per_second,
+        stop=stop,
+        max_seconds=mode.max_seconds,
+        on_outcome=on_outcome,
+    )
+    stop.set()
+    thread.join(timeout=600)
+
+    log(f"load done: {len(outcomes)} requests, {len(accepted)} events accepted; draining")
+    drained = verify.drain(stack, setup.project_id, accepted, stall=120, timeout=900, log=log)
+    comparison = verify.compare(
+        accepted, verify.stored_counts(stack, setup.project_id), verify.dead_letters(stack, setup.project_id)
+    )
+    windows = [(r.started_at, r.recovered_at or time.time()) for r in runner.results if r.outage]
+    unexpected = verify.unexpected_server_errors(((o.sent_at, o.answered_at, o.status) for o in outcomes), windows)
+    statuses = Counter(str(o.status) for o in outcomes)
+    bad_outcomes = [o for o in outcomes if o.kind not in ("valid", "probe")]
+    depths = verify.queue_depths(stack)
+    running = stack.ctl("status", check=False).stdout
+    stuck = [
+        name
+        for name, program in WORKER_PROGRAMS.items()
+        if f"{program.split(':')[1]} " not in running or "RUNNING" not in _line(running, program)
+    ]
+    stuck += [
+        f"queue {queue}: {depth}"
+        for queue, depth in depths.items()
+        if depth and queue in ("ingestion", "default", "unacked")
+    ]
+
+    result = {
+        "mode": mode_name,
+        "accepted": comparison.accepted,
+        "stored": comparison.stored,
+        "dead_lettered": comparison.dead_lettered,
+        "lost": len(comparison.lost),
+        "duplicated": len(comparison.duplicated),
+        "faults": {r.name: r.recovery_seconds for r in runner.results},
+        "unexpected_5xx": len(unexpected),
+        "statuses": dict(statuses),
+        "connection_errors": statuses.get(str(CONNECTION_ERROR), 0),
+        "bad_requests": len(bad_outcomes),
+        "bad_requests_refused": sum(1 for o in bad_outcomes if 400 <= o.status < 500),
+        "bad_request_statuses": dict(Counter(f"{o.kind}: {o.status}" for o in bad_outcomes)),
+        "stuck": stuck,
+        "queue_depths": depths,
+        "drain_seconds": round(drained, 1),
+        "plugins": verify.plugin_check(stack, setup.project_id, setup.plugin_config_names),
+        "examples": {
+            "lost": comparison.lost[:20],
+            "duplicated": comparison.duplicated[:20],
+            "unexpected_5xx": unexpected[:20],
+        },
+    }
+    path = report.write(result, stamp)
+    log("")
+    log(report.table(result))
+    log(f"\nwritten to {path}")
+    problems = report.failures(result)
+    for problem in problems:
+        log(f"FAIL: {problem}")
+    return 1 if problems else 0
+
+
+def _exit_on_signal(signum, _frame) -> None:
+    """Exit through the `finally` that stops the stack; a second signal (`timeout` forwards one
+    too) must not cut that short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(128 + signum)
+
+
+def _line(status: str, program: str) -> str:
+    return next((line for line in status.splitlines() if line.startswith(program)), "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The fault schedule and its runner. Each fault is injected, held, undone, and timed until the
+stack has recovered: the program it hit is RUNNING again and a probe event sent after the fault
+was answered 200 and is readable in ClickHouse (so the backlog built during the fault is through)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from bench.stack import LOOPBACK
+from chaos.driver import send_one
+from chaos.stack import (
+    CLICKHOUSE_PROGRAM,
+    POSTGRES_PROGRAM,
+    REDIS_PROGRAM,
+    WEB_PROGRAM,
+    WORKER_PROGRAMS,
+    ChaosStack,
+)
+from chaos.traffic import probe_request
+
+logger = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    action: str  # kill_group, kill_web_worker, stop_start, restart
+    program: str
+    hold: float = 0.0  # seconds between stop and start
+    outage: bool = False  # capture may answer 503 meanwhile (a store it needs is down)
+
+
+@dataclass
+class FaultResult:
+    name: str
+    started_at: float
+    restored_at: float
+    recovered_at: float | None
+    probe_uuid: str | None
+    outage: bool
+
+    @property
+    def recovery_seconds(self) -> float | None:
+        return None if self.recovered_at is None else round(self.recovered_at - self.restored_at, 2)
+
+
+def schedule(mode: str) -> list[Fault]:
+    """Worker kills first, so their unacknowledged messages come back while the rest runs."""
+    redis_hold, clickhouse_hold = (10.0, 30.0) if mode == "full" else (3.0, 8.0)
+    return [
+        Fault("sigkill worker ingestion", "kill_group", WORKER_PROGRAMS["ingestion"]),
+        Fault("sigkill gunicorn worker", "kill_web_worker", WEB_PROGRAM),
+        Fault("sigkill worker default", "kill_group", WORKER_PROGRAMS["default"]),
+        Fault(f"redis stopped {redis_hold:g}s", "stop_start", REDIS_PROGRAM, redis_hold, outage=True),
+        Fault("sigkill worker scheduled", "kill_group", WORKER_PROGRAMS["scheduled"]),
+        Fault(f"clickhouse stopped {clickhouse_hold:g}s", "stop_start", CLICKHOUSE_PROGRAM, clickhouse_hold),
+        Fault("sigkill worker async_export", "kill_group", WORKER_PROGRAMS["async_export"]),
+        Fault("postgresql restarted", "restart", POSTGRES_PROGRAM, outage=True),
+    ]
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            out.append(int(entry.name))
+    return out
+
+
+class FaultRunner:
+    def __init__(
+        self, stack: ChaosStack, project_id: int, token: str, gap: float, on_probe: Callable[[str], None]
+    ) -> None:
+        self.stack = stack
+        self.project_id = project_id
+        self.token = token
+        self.gap = gap
+        self.on_probe = on_probe  # a probe uuid answered 200: it joins the accepted set
+        self.results: list[FaultResult] = []
+        self.recovery_timeout = 300.0
+
+    def run(self, faults: list[Fault], stop: threading.Event, log=print) -> None:
+        for fault in faults:
+            if stop.is_set():
+                return
+            time.sleep(self.gap)
+            log(f"  fault: {fault.name}")
+            started = time.time()
+            self._inject(fault)
+            restored = time.time()
+            probe_uuid, recovered = self._wait_recovered(fault)
+            self.results.append(FaultResult(fault.name, started, restored, recovered, probe_uuid, fault.outage))
+            took = "NOT RECOVERED" if recovered is None else f"recovered in {recovered - restored:.1f}s"
+            log(f"  fault: {fault.name}: {took}")
+
+    # -- injection -------------------------------------------------------------------------
+
+    def _pid(self, program: str) -> int:
+        line = self.stack.ctl("status", program, check=False).stdout
+        parts = line.split()
+        if "RUNNING" not in parts:
+            raise RuntimeError(f"{program} is not RUNNING before its fault: {line.strip()}")
+        return int(parts[parts.index("pid") + 1].rstrip(","))
+
+    def _inject(self, fault: Fault) -> None:
+        if fault.action == "kill_group":
+            # The Celery main process and its pool children: supervisord starts each program in a
+            # process group of its own.
+            os.killpg(os.getpgid(self._pid(fault.program)), signal.SIGKILL)
+        elif fault.action == "kill_web_worker":
+            workers = children(self._pid(fault.program))
+            if not workers:
+                raise RuntimeError("Gunicorn has no worker process to kill")
+            os.kill(workers[0], signal.SIGKILL)
+        elif fault.action == "stop_start":
+            self.stack.ctl("stop", fault.program)
+            time.sleep(fault.hold)
+            self.stack.ctl("start", fault.program)
+        elif fault.action == "restart":
+            self.stack.ctl("restart", fault.program)
+        else:
+            raise ValueError(f"unknown fault action {fault.action!r}")
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def _running(self, program: str) -> bool:
+        return "RUNNING" in self.stack.ctl("status", program, check=False).stdout
+
+    def _wait_recovered(self, fault: Fault) -> tuple[str | None, float | None]:
+        deadline = time.monotonic() + self.recovery_timeout
+        while not self._running(fault.program):
+            if time.monotonic() > deadline:
+                return None, None
+            time.sleep(0.2)
+        probe = probe_request(LOOPBACK, self.stack.ports.web, self.token, fault.name.replace(" ", "-"))
+        while True:  # an SDK retries the same uuid until it gets a 200
+            status = send_one(LOOPBACK, self.stack.ports.web, probe)
+            if status == 200:
+                break
+            if time.monotonic() > deadline:
+                return None, None
+            time.sleep(0.2)
+        uuid = probe.uuids[0]
+        self.on_probe(uuid)
+        while time.monotonic() < deadline:
+            try:
+                found = self.stack.clickhouse().execute(
+                    "SELECT count() FROM events WHERE team_id = %(t)s AND uuid = toUUID(%(u)s)",
+                    {"t": self.project_id, "u": uuid},
+                )
+                if found[0][0]:
+                    return uuid, time.time()
+            except Exception as exc:  # ClickHouse still coming back
+                logger.debug("probe lookup failed", error=str(exc))
+            time.sleep(0.25)
+        return uuid, None

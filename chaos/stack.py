@@ -1,0 +1,116 @@
+"""The chaos stack: bench/stack.py's whole stack (supervisord + PostgreSQL), under var/chaos/ on
+ports of its own, with settings that make faults recover in seconds instead of minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+
+from bench.stack import ROOT, Ports, Stack, api_request
+from chaos.selection import PLUGIN_TIMEOUT_SECONDS
+
+VAR = ROOT / "var" / "chaos"
+PLUGINS_DIR = ROOT / "chaos" / "plugins"
+PLUGIN_FOLDERS = ("chaos_raiser", "chaos_sleeper")
+
+# Program names as supervisorctl wants them (group:program).
+WORKER_PROGRAMS = {
+    "ingestion": "bklog-workers:bklog-worker-ingestion",
+    "default": "bklog-workers:bklog-worker-default",
+    "scheduled": "bklog-workers:bklog-worker-scheduled",
+    "async_export": "bklog-workers:bklog-worker-async-export",
+}
+WEB_PROGRAM = "bklog-web"
+REDIS_PROGRAM = "bklog-local-stores:bklog-redis"
+CLICKHOUSE_PROGRAM = "bklog-local-stores:bklog-clickhouse"
+POSTGRES_PROGRAM = "bench-postgres"
+
+
+def chaos_ports() -> Ports:
+    """Not the bench's (18000...) nor `make run`'s (8000...)."""
+    return Ports(
+        web=int(os.environ.get("CHAOS_WEB_PORT", 28000)),
+        redis=int(os.environ.get("CHAOS_REDIS_PORT", 26379)),
+        clickhouse=int(os.environ.get("CHAOS_CLICKHOUSE_PORT", 29000)),
+        clickhouse_http=int(os.environ.get("CHAOS_CLICKHOUSE_HTTP_PORT", 28123)),
+        postgres=int(os.environ.get("CHAOS_POSTGRES_PORT", 25432)),
+    )
+
+
+class ChaosStack(Stack):
+    def __init__(self) -> None:
+        super().__init__(chaos_ports(), var=VAR)
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env.update(
+            {
+                "BKLOG_BENCH_TASKS": "0",
+                "PLUGINS_DIR": str(PLUGINS_DIR),
+                "PLUGIN_TIMEOUT_SECONDS": str(PLUGIN_TIMEOUT_SECONDS),
+                # A SIGKILLed worker's unacknowledged messages come back after the visibility
+                # timeout: one minute here instead of 15, so the run drains in minutes. It stays
+                # well above the longest an ingestion batch holds its messages (retries give up
+                # and requeue after INGESTION_RETRY_MAX_SECONDS).
+                "CELERY_VISIBILITY_TIMEOUT": "60",
+                "CELERY_UNACKED_RESTORE_INTERVAL": "5",
+                "INGESTION_RETRY_MAX_SECONDS": "20",
+                "PLUGIN_CHAIN_CACHE_SECONDS": "5",
+                "BKLOG_WORKER_STOPWAITSECS": "20",
+                "BKLOG_WEB_STOPWAITSECS": "20",
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+        return env
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", str(ROOT / "support-files" / "supervisorctl.sh"), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+
+@dataclass
+class Setup:
+    key: str
+    project_id: int
+    token: str
+    fuzz_project_id: int
+    fuzz_token: str
+    plugin_config_names: dict[str, str]  # folder -> "<plugin name> (<config id>)"
+
+
+def prepare(stack: ChaosStack, stamp: str) -> Setup:
+    """An organization, the measured project with both chaos plugins enabled, and a second
+    project that receives the malformed and hypothesis-generated requests."""
+    org = "bklog chaos"
+    key = json.loads(stack.manage("create_api_key", "chaos", "--org", org, "--staff", "--json"))["key"]
+    organizations = api_request(stack, "GET", "/api/organizations/", key)
+    rows = organizations.get("results", organizations) if isinstance(organizations, dict) else organizations
+    organization_id = next(row["id"] for row in rows if row["name"] == org)
+
+    def project(name: str) -> dict:
+        body = {"organization": organization_id, "name": f"{name}-{stamp}"}
+        return api_request(stack, "POST", "/api/projects/", key, body)
+
+    main, fuzz = project("chaos"), project("chaos-fuzz")
+    names = {}
+    plugins = api_request(stack, "GET", "/api/plugins/", key)
+    plugins = plugins.get("results", plugins) if isinstance(plugins, dict) else plugins
+    for order, folder in enumerate(PLUGIN_FOLDERS):
+        existing = next((p for p in plugins if p.get("source_type") == "local" and p.get("path") == folder), None)
+        plugin = existing or api_request(stack, "POST", "/api/plugins/", key, {"source_type": "local", "path": folder})
+        config = api_request(
+            stack,
+            "POST",
+            f"/api/projects/{main['id']}/plugin_configs/",
+            key,
+            {"plugin": plugin["id"], "enabled": True, "order": order, "config": {}},
+        )
+        names[folder] = f"{plugin['name']} ({config['id']})"
+    return Setup(key, main["id"], main["api_token"], fuzz["id"], fuzz["api_token"], names)

@@ -1,0 +1,84 @@
+"""The capture endpoint's own publish (pipeline/ingestion/publish.py) against what Celery writes,
+and the epoch guard that replaces a Redis read per request.
+"""
+
+import base64
+import json
+import uuid
+
+import orjson
+import pytest
+from django.conf import settings
+from kombu import Connection
+
+from bklog_app.models import Project
+from pipeline.ingestion import projects, publish
+from pipeline.ingestion.tasks import ingest_batch
+from pipeline.queues import Queue
+from pipeline.redis import _client_for, get_redis
+
+pytestmark = pytest.mark.django_db
+
+KWARGS = {
+    "token": "phc_x",
+    "project_id": 7,
+    "events": [{"event": "e", "distinct_id": "d", "properties": {"big": 2**70, "s": "ü"}}],
+    "ip": "127.0.0.1",
+    "now": "2024-06-01T00:00:00.000+00:00",
+    "sent_at": None,
+}
+
+
+def test_the_message_is_the_one_apply_async_writes(servers):
+    broker = servers["redis"].url[:-1] + "13"  # a database no worker consumes
+    scratch = _client_for(broker)
+    scratch.delete(Queue.INGESTION.value)
+    with Connection(broker) as connection:
+        ingest_batch.apply_async(kwargs=KWARGS, connection=connection)
+    [celery_bytes] = scratch.lrange(Queue.INGESTION.value, 0, -1)
+    scratch.delete(Queue.INGESTION.value)
+
+    ours = json.loads(publish.task_message(ingest_batch, KWARGS, "short"))
+    celery = json.loads(celery_bytes)
+
+    assert ours.keys() == celery.keys()
+    assert {k: v for k, v in ours.items() if k not in ("body", "headers", "properties")} == {
+        k: v for k, v in celery.items() if k not in ("body", "headers", "properties")
+    }
+    per_message = {"id", "root_id", "origin", "kwargsrepr", "correlation_id", "reply_to", "delivery_tag"}
+    assert {k: v for k, v in ours["headers"].items() if k not in per_message} == {
+        k: v for k, v in celery["headers"].items() if k not in per_message
+    }
+    assert ours["headers"]["id"] == ours["headers"]["root_id"] == ours["properties"]["correlation_id"]
+    assert {k: v for k, v in ours["properties"].items() if k not in per_message} == {
+        k: v for k, v in celery["properties"].items() if k not in per_message
+    }
+    # Same body, big integers and non-ASCII text included.
+    assert json.loads(base64.b64decode(ours["body"])) == json.loads(base64.b64decode(celery["body"]))
+
+
+def test_a_guarded_publish_pushes_only_while_the_key_holds(servers):
+    redis = _client_for(settings.CELERY_BROKER_URL)
+    key, queue = f"test:guard:{uuid.uuid4()}", f"test:queue:{uuid.uuid4()}"
+    publish.publish(queue, b"absent", guard=(key, None))
+    redis.set(key, b"7")
+    publish.publish(queue, b"seven", guard=(key, b"7"))
+    with pytest.raises(publish.GuardChanged) as changed:
+        publish.publish(queue, b"stale", guard=(key, b"6"))
+    assert changed.value.current == b"7"
+    assert redis.lrange(queue, 0, -1) == [b"seven", b"absent"]
+    redis.delete(key, queue)
+
+
+def test_a_project_changed_in_another_process_is_not_served_from_the_cache(client, project):
+    body = orjson.dumps({"api_key": project.api_token, "event": "e", "distinct_id": "d"})
+    assert client.post("/e/", data=body, content_type="application/json").status_code == 200  # now cached
+    # Another process rotates the token: the database changes and the epoch moves; this process
+    # has not read the epoch since.
+    Project.objects.filter(pk=project.pk).update(api_token=f"phc_{uuid.uuid4().hex}")
+    get_redis().incr(projects.EPOCH_KEY)
+
+    response = client.post("/e/", data=body, content_type="application/json")
+
+    assert response.status_code == 401, response.content
+    assert response.json()["code"] == "invalid_api_key"
