@@ -30,6 +30,8 @@ def describe(stack_versions: dict[str, str] | None = None) -> dict:
         "cpu": _cpu_model(),
         "kernel": platform.release(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        # Share of time some runnable task waited for a CPU (Linux PSI): other work on the machine.
+        "cpu_pressure_at_start": _pressure("cpu"),
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in PACKAGES},
         "servers": stack_versions or {},
@@ -48,6 +50,15 @@ def _meminfo_kb() -> dict[str, int]:
     except (OSError, ValueError, IndexError):
         pass
     return out
+
+
+def _pressure(resource: str) -> dict[str, float] | None:
+    try:
+        line = Path(f"/proc/pressure/{resource}").read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    fields = dict(part.split("=") for part in line.split()[1:])
+    return {key: float(fields[key]) for key in ("avg10", "avg60", "avg300") if key in fields}
 
 
 def _cpu_model() -> str | None:

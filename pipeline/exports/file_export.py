@@ -70,7 +70,7 @@ class _Chunk:
         for row in rows:
             self.scanned += 1
             self.cursor = (row[4], row[0])  # (timestamp_ms, uuid): the keyset order
-            if properties_match(row[3], wanted) if wanted else True:
+            if properties_match(row[3], wanted):
                 yield row
 
 

@@ -12,7 +12,7 @@ If the worker dies, unacked messages come back after the broker's visibility tim
 import time
 
 import structlog
-from celery_batches import Batches, SimpleRequest, consume_queue
+from celery_batches import Batches, SimpleRequest
 from django.conf import settings
 
 from bklog_app.celery import app
@@ -31,43 +31,20 @@ INGEST_TASK_NAME = "bklog.ingestion.ingest_batch"
 class AckWhenStored(Batches):
     """Batches that acknowledge on success and requeue on failure, instead of acking always."""
 
-    def Strategy(self, task, app, consumer):
-        """Called each time the consumer (re)starts, e.g. after the broker connection was lost.
-
-        celery-batches keeps its flush timer and buffer across such restarts; the timer belongs
-        to the old consumer and may never fire again, leaving new messages unflushed. Start
-        afresh: drop the buffered requests (unacknowledged, so the broker delivers them again).
-        """
-        if self._tref is not None:
-            self._tref.cancel()
-            self._tref = None
-        dropped = len(list(consume_queue(self._buffer))) + len(list(consume_queue(self._pending)))
-        if dropped:
-            logger.warning("consumer restarted; buffered messages will be redelivered", messages=dropped)
-        return super().Strategy(task, app, consumer)
-
     def flush(self, requests):
         simple = ([SimpleRequest.from_request(r) for r in requests],)
 
-        def settle(ack: bool) -> None:
-            for request in requests:
-                try:
-                    if ack:
-                        request.acknowledge()
-                    else:
-                        request.reject(requeue=True)
-                except Exception as exc:  # the broker connection this message came on is gone
-                    logger.warning(
-                        "could not settle a message; the broker delivers it again after the visibility timeout",
-                        error=str(exc),
-                    )
-
         def on_return(stored: bool | None) -> None:
-            settle(bool(stored))
+            for request in requests:
+                if stored:
+                    request.acknowledge()
+                else:
+                    request.reject(requeue=True)
 
         def on_error(exc) -> None:
             logger.error("ingestion batch did not run in the pool; messages requeued", error=repr(exc))
-            settle(False)
+            for request in requests:
+                request.reject(requeue=True)
 
         from celery_batches.trace import apply_batches_task
 
