@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -160,10 +161,12 @@ class Stack:
             log("the bench stack is not running")
             return
         log("stopping the bench stack")
+        supervisord = self.programs().get("supervisord")
         self._ctl("shutdown")
-        deadline = time.monotonic() + 120
-        while self.is_running() and time.monotonic() < deadline:
-            time.sleep(0.5)
+        # supervisord stops answering at once but exits only once every program has stopped.
+        deadline = time.monotonic() + 150
+        while supervisord and Path(f"/proc/{supervisord}").exists() and time.monotonic() < deadline:
+            time.sleep(0.3)
 
     def manage(self, *args: str) -> str:
         completed = subprocess.run(
@@ -239,6 +242,8 @@ class Stack:
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
+                # A plain connect first: clickhouse-driver logs a traceback for every refused one.
+                socket.create_connection((LOOPBACK, self.ports.clickhouse), timeout=2).close()
                 self.redis().ping()
                 self.clickhouse("default").execute("SELECT 1")
                 with psycopg.connect(self._postgres_dsn("postgres"), connect_timeout=2):

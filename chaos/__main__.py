@@ -1,4 +1,4 @@
-"""python -m chaos --mode full|ci [--keep]: see chaos/__init__.py and docs/reliability.md."""
+"""python -m chaos --mode full|ci [--keep]: see chaos/__init__.py and the README, "Reliability"."""
 
 from __future__ import annotations
 
