@@ -3,8 +3,8 @@
 To make the race certain rather than likely, each scenario:
 1. holds a lock that both workers' writes need (PostgreSQL: row locks on the persons, or an
    uncommitted row with the distinct id both will insert; SQLite: the database write lock);
-2. steers one merge message to each worker with Celery's remote control (only one worker
-   consumes the ingestion queue while a message is sent);
+2. steers one merge message to each of its two workers with Celery's remote control (only one
+   of them consumes the ingestion queue while a message is sent; see `Steering`);
 3. on PostgreSQL, waits until both workers are blocked on that lock (pg_stat_activity), so both
    have read the old state and planned their merge; then releases the lock.
 The second worker to write must notice the first one's merge and recompute. On SQLite, which
@@ -47,20 +47,21 @@ def hostnames(timeout: float = 0.5) -> set[str]:
 
 
 class Steering:
-    """Which workers consume the ingestion queue (remote control add/cancel_consumer)."""
+    """Which of this test's two workers consumes the ingestion queue (remote control).
 
-    def __init__(self, everyone: set[str]):
-        self.everyone = everyone
+    Only these two workers are ever steered: a worker whose queue was cancelled and added back
+    forgets that queue on its next broker reconnect, so shared workers are left alone. A session
+    worker, when one runs, keeps consuming; it has two pool processes, so a message it takes
+    still runs beside the other one, and the race is still between two processes.
+    """
+
+    def __init__(self, mine: list[str]):
+        self.mine = mine
 
     def only(self, hostname: str) -> None:
-        others = sorted(self.everyone - {hostname})
-        if others:
-            app.control.cancel_consumer(INGESTION, destination=others, reply=True, timeout=5, limit=len(others))
+        others = [name for name in self.mine if name != hostname]
+        app.control.cancel_consumer(INGESTION, destination=others, reply=True, timeout=5, limit=len(others))
         app.control.add_consumer(INGESTION, destination=[hostname], reply=True, timeout=5, limit=1)
-
-    def restore(self) -> None:
-        everyone = sorted(self.everyone)
-        app.control.add_consumer(INGESTION, destination=everyone, reply=True, timeout=5, limit=len(everyone))
 
 
 class PostgresBarrier:
@@ -135,20 +136,17 @@ def race(client, project, api_client, make_worker):
     """Two ingestion workers, a barrier, and `run(first, second, hold)` to race two messages."""
     before = hostnames(timeout=1.0)
     workers = [make_worker("ingestion"), make_worker("ingestion")]
-    everyone = set(before)
     seen: set[str] = set()
 
     def both_answer() -> bool:
-        answering = hostnames()
-        everyone.update(answering)  # also a session worker that answered late the first time
-        # make_worker names its workers test-<role>-...; the session worker is test-all-...
-        seen.update(name for name in answering - before if name.startswith("test-ingestion-"))
+        # make_worker names its workers test-<role>-...; a session worker is test-all-...
+        seen.update(name for name in hostnames() - before if name.startswith("test-ingestion-"))
         return len(seen) >= 2
 
     wait_until(both_answer, "both workers to answer remote control", workers)
     assert len(seen) == 2, seen
     mine = sorted(seen)
-    steering = Steering(everyone)
+    steering = Steering(mine)
     barrier = PostgresBarrier() if connection.vendor == "postgresql" else SqliteBarrier()
     sent: list[dict] = []
 
@@ -171,13 +169,11 @@ def race(client, project, api_client, make_worker):
                     wait_until(lambda n=number: barrier.waiters() >= n, f"{number} worker(s) blocked", workers)
         finally:
             barrier.release()
-            steering.restore()
         return api_events(api_client, project.id, len(sent))
 
     try:
         yield send, lambda: api_events(api_client, project.id, len(sent)), run
     finally:
-        steering.restore()
         barrier.close()
 
 

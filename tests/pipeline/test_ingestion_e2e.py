@@ -150,3 +150,33 @@ def test_unknown_token_at_ingestion_is_dropped(project):
     report = ingest_messages([message])
     assert report.dropped == 2 and report.stored == 0
     assert list_events(project.id) == []
+
+
+def test_worker_keeps_ingesting_after_the_broker_restarts(client, project, servers, make_worker):
+    """Redis goes away and comes back while an ingestion worker holds messages (a batch retrying
+    against a stopped ClickHouse, more waiting in its buffer): the worker reconnects, and
+    everything captured before and after is stored once."""
+    make_worker("ingestion")
+    redis, clickhouse = servers["redis"], servers["clickhouse"]
+    sent = make_events(3, prefix="warm-up")
+    assert post_batch(client, project.api_token, sent).status_code == 200
+    wait_for_events(project.id, 3)
+    clickhouse.stop()
+    try:
+        for n in range(3):
+            batch = make_events(4, prefix=f"held-{n}")
+            assert post_batch(client, project.api_token, batch).status_code == 200
+            sent += batch
+            time.sleep(0.3)
+        redis.stop()
+        time.sleep(3)
+        redis.start()
+    finally:
+        clickhouse.start()
+    for n in range(5):
+        batch = make_events(4, prefix=f"after-{n}")
+        response = post_batch(client, project.api_token, batch)
+        if response.status_code == 200:
+            sent += batch
+        time.sleep(0.5)
+    assert_stored_exactly_once(project.id, sent, timeout=90)
