@@ -9,7 +9,7 @@ import base64
 import binascii
 import json
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -29,9 +29,6 @@ class DecodedCapture:
     events: list[dict[str, Any]]
     token: str | None
     sent_at: str | None
-    skipped: int = 0
-    historical_migration: bool = False
-    form: dict[str, str] = field(default_factory=dict)
 
 
 def decode_request(request, *, limit: int, force_event: str | None = None) -> DecodedCapture:
@@ -63,18 +60,11 @@ def decode_request(request, *, limit: int, force_event: str | None = None) -> De
             raise invalid_payload(f"Event {index} is not a JSON object.", attr="batch")
 
     token = _find_token(request, form, body, raw_events)
-    events, skipped = check_events(raw_events, force_event)
+    events, _skipped = check_events(raw_events, force_event)
     sent_at = body.get("sent_at") if isinstance(body.get("sent_at"), str) else None
     if sent_at is None and request.GET.get("_"):
         sent_at = _epoch_to_iso(request.GET["_"])
-    return DecodedCapture(
-        events=events,
-        token=token,
-        sent_at=sent_at,
-        skipped=skipped,
-        historical_migration=bool(body.get("historical_migration")),
-        form=form,
-    )
+    return DecodedCapture(events=events, token=token, sent_at=sent_at)
 
 
 def _read_data(request, limit: int) -> tuple[bytes, dict[str, str]]:

@@ -6,7 +6,6 @@ The chain is PostHog's format, one element per `;`, innermost first:
 
 import re
 
-_ELEMENT_ATTRS = ("href", "nth-child", "nth-of-type", "text", "attr_id")
 _SPLIT = re.compile(r";(?=(?:[^\"]*\"[^\"]*\")*[^\"]*$)")
 _ATTR = re.compile(r'(?P<key>[\w\-]+)="(?P<value>(?:\\"|[^"])*)"')
 
