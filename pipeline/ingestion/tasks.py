@@ -31,20 +31,48 @@ INGEST_TASK_NAME = "bklog.ingestion.ingest_batch"
 class AckWhenStored(Batches):
     """Batches that acknowledge on success and requeue on failure, instead of acking always."""
 
+    def Strategy(self, task, app, consumer):
+        """Called each time the consumer (re)starts, e.g. after the broker connection was lost.
+
+        On a lost connection Celery clears the event loop's timer, and with it celery-batches'
+        repeating flush; its handle `_tref` stays set, so no new timer would start and the
+        buffer would flush only on every `flush_every`-th message: a quiet queue stalls. Forget
+        the dead handle, and re-arm the timer at once for messages already buffered (they are
+        kept: settling them on the new connection works, and if it does not, the broker delivers
+        them again after the visibility timeout and dedup drops the copy).
+        """
+        handler = super().Strategy(task, app, consumer)
+        if self._tref is not None:
+            self._tref.cancel()
+            self._tref = None
+        if self._buffer.qsize() or self._pending.qsize():
+            logger.warning("consumer restarted with buffered messages; flushing them", messages=self._buffer.qsize())
+            self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+        return handler
+
     def flush(self, requests):
         simple = ([SimpleRequest.from_request(r) for r in requests],)
 
-        def on_return(stored: bool | None) -> None:
+        def settle(ack: bool) -> None:
             for request in requests:
-                if stored:
-                    request.acknowledge()
-                else:
-                    request.reject(requeue=True)
+                try:
+                    if ack:
+                        request.acknowledge()
+                    else:
+                        request.reject(requeue=True)
+                except Exception as exc:  # the connection this message came on is gone
+                    logger.warning(
+                        "could not settle a message; the broker delivers it again after the visibility timeout",
+                        message_id=request.id,
+                        error=repr(exc),
+                    )
+
+        def on_return(stored: bool | None) -> None:
+            settle(bool(stored))
 
         def on_error(exc) -> None:
             logger.error("ingestion batch did not run in the pool; messages requeued", error=repr(exc))
-            for request in requests:
-                request.reject(requeue=True)
+            settle(False)
 
         from celery_batches.trace import apply_batches_task
 
