@@ -7,6 +7,7 @@ code but cannot interrupt a single long C call; restricted source plugins get a 
 that respects the deadline as well.
 """
 
+import os
 import signal
 import sys
 import threading
@@ -43,21 +44,42 @@ def call_with_time_limit(fn: Callable[..., T], args: tuple, seconds: float, what
         _current.reset(token)
 
 
-def _with_alarm(fn: Callable[..., T], args: tuple, seconds: float, what: str) -> T:
-    def on_alarm(_signum, _frame) -> Any:
-        raise _timeout_error(what, seconds)
+# Alarm-limited calls running on this process's main thread, innermost last. One SIGALRM
+# handler is installed per process and the interval timer is re-armed per call: swapping
+# handlers on every call cost more than most plugin calls themselves. Plugin processes own
+# ITIMER_REAL; nothing else in them uses it.
+_alarms: list[tuple[float, str, float]] = []
+_handler_pid: int | None = None
 
-    previous_handler = signal.signal(signal.SIGALRM, on_alarm)
-    previous_delay, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
-    started = time.monotonic()
+
+def _on_alarm(_signum, _frame) -> Any:
+    now = time.monotonic()
+    for deadline, what, seconds in _alarms:  # the outermost call past its deadline ends
+        if deadline <= now + 0.001:
+            raise _timeout_error(what, seconds)
+    if _alarms:  # early (timer granularity): wait for the innermost deadline
+        signal.setitimer(signal.ITIMER_REAL, max(min(d for d, _, _ in _alarms) - now, 0.001))
+
+
+def _with_alarm(fn: Callable[..., T], args: tuple, seconds: float, what: str) -> T:
+    global _handler_pid
+    if _handler_pid != os.getpid():  # first call in this process (or in a forked child)
+        signal.signal(signal.SIGALRM, _on_alarm)
+        _handler_pid = os.getpid()
+    deadline = time.monotonic() + seconds
+    outer = min((d for d, _, _ in _alarms), default=None)
+    _alarms.append((deadline, what, seconds))
+    signal.setitimer(
+        signal.ITIMER_REAL, seconds if outer is None else max(min(deadline, outer) - time.monotonic(), 0.001)
+    )
     try:
         return fn(*args)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous_handler)
-        if previous_delay:
-            # An outer timer was running: give it back what is left of it.
-            signal.setitimer(signal.ITIMER_REAL, max(previous_delay - (time.monotonic() - started), 0.001))
+        _alarms.pop()
+        if _alarms:
+            signal.setitimer(signal.ITIMER_REAL, max(min(d for d, _, _ in _alarms) - time.monotonic(), 0.001))
+        else:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _with_trace(fn: Callable[..., T], args: tuple, seconds: float, what: str) -> T:
