@@ -2,10 +2,9 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from bklog_app import health, metrics_view
+from bklog_app.capture.paths import CAPTURE_ENDPOINTS
 from bklog_app.capture.segment import segment
 from bklog_app.capture.views import capture
-
-CAPTURE_ENDPOINTS = r"(?P<endpoint>e|capture|track|batch|engage|i/v0/e)"
 
 urlpatterns = [
     re_path(rf"^{CAPTURE_ENDPOINTS}/?$", capture, name="capture"),

@@ -14,8 +14,16 @@ import pytest
 
 from pipeline.queues import Queue
 from pipeline.redis import get_redis
+from tests.fastpath_client import FastPathClient
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(params=["django handler", "fast path"])
+def client(request, client):
+    """Every test runs twice: through Django's handler (the URLconf) and through the WSGI
+    application Gunicorn serves, whose fast path takes capture URLs around the middleware."""
+    return client if request.param == "django handler" else FastPathClient()
 
 
 @pytest.fixture(autouse=True)

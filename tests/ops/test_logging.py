@@ -33,6 +33,15 @@ def test_web_lines_are_json_with_the_request_id(test_database_url):
     web = GunicornProcess(process_env(test_database_url, LOG_FORMAT="json", LOG_LEVEL="INFO",
                                       CONSUL_ENABLED="false")).start()  # fmt: skip
     try:
+        # A capture request gets no access line (GUNICORN_ACCESSLOG_CAPTURE is off): sent first,
+        # so its line would be written before the 404's, which is waited for below.
+        capture = urllib.request.Request(
+            f"{web.url}/e/", data=b"{}", headers={"X-Request-Id": "req-4710", "Content-Type": "application/json"}
+        )
+        try:
+            NO_PROXY.open(capture, timeout=5)
+        except urllib.error.HTTPError as error:
+            assert error.code == 401 and error.headers["X-Request-Id"] == "req-4710"  # no api_key
         request = urllib.request.Request(f"{web.url}/no-such-page", headers={"X-Request-Id": "req-4711"})
         try:
             NO_PROXY.open(request, timeout=5)
@@ -54,6 +63,8 @@ def test_web_lines_are_json_with_the_request_id(test_database_url):
 
         [access] = wait_until(access_line_of_the_request, 10, "access line of the request")
         assert '"GET /no-such-page HTTP/1.1" 404' in access["event"]
+        access_lines = [x for x in json_lines(web.log.read_text()) if x.get("logger") == "gunicorn.access"]
+        assert not [x for x in access_lines if "req-4710" in x["event"]]
     finally:
         web.stop()
     # Gunicorn's own start and stop lines are JSON too.
