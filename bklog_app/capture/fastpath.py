@@ -72,9 +72,11 @@ class CaptureFastPath:
         method = request.method if request.method in METHODS else "other"
         HTTP_REQUESTS.labels(VIEW, method, str(response.status_code)).inc()
         HTTP_REQUEST_DURATION.labels(VIEW).observe(time.perf_counter() - started)
+        body = response.content
+        response["Content-Length"] = str(len(body))  # else Gunicorn sends it chunked
         start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
         # The body, not the response: closing an HttpResponse sends request_finished.
-        return [response.content]
+        return [body]
 
 
 def _release_database_connection() -> None:

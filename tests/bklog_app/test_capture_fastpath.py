@@ -28,11 +28,12 @@ def post_event(client, token: str, **headers):
     return client.post("/e/", data=body, content_type="application/json", headers=headers)
 
 
-def test_request_id_is_echoed_or_made_and_nosniff_is_set(fast, project):
+def test_request_id_content_length_and_nosniff(fast, project):
     echoed = post_event(fast, project.api_token, **{"X-Request-Id": "req-fast-1"})
     assert echoed.status_code == 200 and echoed.json() == {"status": 1}
     assert echoed["X-Request-Id"] == "req-fast-1"
     assert echoed["X-Content-Type-Options"] == "nosniff"
+    assert echoed["Content-Length"] == str(len(echoed.content))  # keep-alive clients need it
     made = post_event(fast, project.api_token)
     assert len(made["X-Request-Id"]) == 32
 
