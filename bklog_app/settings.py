@@ -155,9 +155,10 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000
 
 # A uuid seen within this window is stored once, however often it is delivered.
 INGESTION_DEDUP_WINDOW_SECONDS = env.int("INGESTION_DEDUP_WINDOW_SECONDS", default=24 * 3600)
-# Captured requests are gathered into one ClickHouse INSERT: at most this many messages, or
-# whatever arrived within this many seconds.
-INGESTION_BATCH_MESSAGES = env.int("INGESTION_BATCH_MESSAGES", default=50)
+# Captured requests are gathered into one ClickHouse INSERT: at most this many messages (one
+# per request) or events, or whatever arrived within INGESTION_BATCH_SECONDS.
+INGESTION_BATCH_MESSAGES = env.int("INGESTION_BATCH_MESSAGES", default=200)
+INGESTION_BATCH_EVENTS = env.int("INGESTION_BATCH_EVENTS", default=5_000)
 INGESTION_BATCH_SECONDS = env.float("INGESTION_BATCH_SECONDS", default=0.2)
 # Backoff while a dependency (ClickHouse, Redis, the database) is down: doubling, capped.
 INGESTION_RETRY_MAX_SECONDS = env.int("INGESTION_RETRY_MAX_SECONDS", default=60)

@@ -29,7 +29,13 @@ INGEST_TASK_NAME = "bklog.ingestion.ingest_batch"
 
 
 class AckWhenStored(Batches):
-    """Batches that acknowledge on success and requeue on failure, instead of acking always."""
+    """Batches that acknowledge on success and requeue on failure, instead of acking always, and
+    that cut a batch at `flush_events` events as well as at `flush_every` messages: single-event
+    requests make many small messages (the more per INSERT, the less ClickHouse works per
+    event), batch requests few large ones (a bound on events bounds the INSERT and memory)."""
+
+    flush_events = 5_000
+    _buffered_events = 0  # in the buffer since the last flush
 
     def Strategy(self, task, app, consumer):
         """Called each time the consumer (re)starts, e.g. after the broker connection was lost.
@@ -48,7 +54,18 @@ class AckWhenStored(Batches):
         if self._buffer.qsize() or self._pending.qsize():
             logger.warning("consumer restarted with buffered messages; flushing them", messages=self._buffer.qsize())
             self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
-        return handler
+
+        def on_message(message, body, ack, reject, callbacks, **kwargs) -> None:
+            handler(message, body, ack, reject, callbacks, **kwargs)
+            self._buffered_events += _events_in(message.payload)  # decoded once, cached by kombu
+            if self._buffered_events >= self.flush_events:
+                self._do_flush()
+
+        return on_message
+
+    def _do_flush(self) -> None:
+        self._buffered_events = 0
+        super()._do_flush()
 
     def flush(self, requests):
         simple = ([SimpleRequest.from_request(r) for r in requests],)
@@ -84,11 +101,20 @@ class AckWhenStored(Batches):
         )
 
 
+def _events_in(payload) -> int:
+    """Events in a capture message's decoded body: (args, kwargs, embed), kwargs["events"]."""
+    try:
+        return len(payload[1]["events"])
+    except (TypeError, KeyError, IndexError):
+        return 1
+
+
 @app.task(
     name=INGEST_TASK_NAME,
     base=AckWhenStored,
     queue=Queue.INGESTION.value,
     flush_every=settings.INGESTION_BATCH_MESSAGES,
+    flush_events=settings.INGESTION_BATCH_EVENTS,
     flush_interval=settings.INGESTION_BATCH_SECONDS,
     acks_late=True,
     reject_on_worker_lost=True,

@@ -193,3 +193,26 @@ def test_worker_keeps_ingesting_after_the_broker_restarts(project, servers, make
     publish_ingest(broker, project, after)
     sent += after
     assert_stored_exactly_once(project.id, sent, timeout=90)
+
+
+def test_a_batch_is_cut_at_its_event_limit(project, servers, make_worker):
+    """INGESTION_BATCH_EVENTS cuts a batch before its message limit or its time is reached: with
+    a 60 s flush interval and room for 1,000 messages, three messages of 4 events pass a limit of
+    10 and are stored at once; a fourth, alone under the limit, waits."""
+    broker = servers["redis"].url[:-1] + "5"  # a broker database of its own: no other worker
+    make_worker(
+        "ingestion",
+        CELERY_BROKER_URL=broker,
+        INGESTION_BATCH_SECONDS="60",
+        INGESTION_BATCH_MESSAGES="1000",
+        INGESTION_BATCH_EVENTS="10",
+    )
+    sent = []
+    for n in range(3):
+        batch = make_events(4, prefix=f"cut-{n}")
+        publish_ingest(broker, project, batch)
+        sent += batch
+    assert_stored_exactly_once(project.id, sent, timeout=40)
+    publish_ingest(broker, project, make_events(4, prefix="waits"))
+    time.sleep(2)
+    assert count_events(project.id) == 12
