@@ -25,7 +25,7 @@ from pipeline.ingestion.records import BatchRecords
 from pipeline.ingestion.timestamps import parse_iso, resolve_timestamp, to_ms
 from pipeline.persons.resolve import resolve_persons
 from pipeline.plugins.chain import run_process_event_chain
-from pipeline.plugins.dispatch import dispatch_stored_events
+from pipeline.plugins.dispatch import dispatch_stored_events, wants_stored_events
 from pipeline.storage.events import EventRow, insert_events, ms_to_iso
 
 logger = structlog.get_logger(__name__)
@@ -41,7 +41,7 @@ class BatchReport:
     dropped: int = 0
     dead_lettered: int = 0
     latest_timestamp_ms: int = 0
-    stored_events: list[dict] = field(default_factory=list)
+    stored_rows: list[EventRow] = field(default_factory=list)
 
 
 @dataclass
@@ -95,8 +95,7 @@ def ingest_messages(messages: list[dict[str, Any]]) -> BatchReport:
     _step_7_store(rows, records, report)
     records.save()
     report.dead_lettered = len(records.dead_letters)
-    if report.stored_events:
-        dispatch_stored_events(report.stored_events)
+    _step_8_dispatch(report.stored_rows)
     return report
 
 
@@ -256,7 +255,14 @@ def _step_7_store(rows: list[tuple[_Normalised, EventRow]], records: BatchRecord
     report.stored = len(to_insert)
     if to_insert:
         report.latest_timestamp_ms = max(row.timestamp_ms for row in to_insert)
-    report.stored_events = [_stored_event(row) for row in to_insert]
+    report.stored_rows = to_insert
+
+
+def _step_8_dispatch(rows: list[EventRow]) -> None:
+    """Stored events to on_event / export_events, built only for projects whose plugins take them."""
+    wanted = {team_id for team_id in {row.team_id for row in rows} if wants_stored_events(team_id)}
+    if wanted:
+        dispatch_stored_events([_stored_event(row) for row in rows if row.team_id in wanted])
 
 
 def _insert_one_by_one(kept: list, batch_error: Exception, records: BatchRecords) -> list:

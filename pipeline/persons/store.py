@@ -15,11 +15,11 @@ a time, so the same check-then-write is exact there too.
 from collections.abc import Callable, Iterable, Sequence
 from uuid import UUID
 
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Case, UUIDField, Value, When
 
 from bklog_app.persons.models import Person, PersonDistinctId
-from pipeline.persons import overrides
+from pipeline.persons import overrides, rows
 from pipeline.persons.cache import DistinctIdCache
 from pipeline.persons.state import BatchState, Changes, StoredPerson
 
@@ -65,7 +65,7 @@ def write(project_id: int, state: BatchState, changes: Changes, on_commit: Calla
             if on_commit is not None:
                 transaction.on_commit(on_commit)
             _lock_and_check(project_id, expected)
-            _insert_persons(project_id, changes.inserts)
+            rows.insert(project_id, changes.inserts)
             PersonDistinctId.objects.bulk_create(
                 [
                     PersonDistinctId(project_id=project_id, distinct_id=distinct_id, person_id=person_uuid)
@@ -74,7 +74,7 @@ def write(project_id: int, state: BatchState, changes: Changes, on_commit: Calla
                 batch_size=CHUNK,
             )
             _move_distinct_ids(project_id, changes.deletes)
-            _update_persons(changes.updates)
+            rows.update(changes.updates)
             overrides.record(project_id, changes.overrides)
             if changes.deletes:
                 Person.objects.filter(project_id=project_id, uuid__in=list(changes.deletes)).delete()
@@ -128,17 +128,6 @@ def _lock_and_check(project_id: int, expected: dict[UUID, int]) -> None:
         raise Conflict(f"{len(changed)} person(s) changed or deleted since this batch read them")
 
 
-def _insert_persons(project_id: int, persons: list) -> None:
-    if not persons:
-        return
-    _INSERT_PERSON.executemany(
-        [
-            (person.uuid, project_id, person.properties, person.created_at, person.is_identified, 0)
-            for person in persons
-        ],
-    )
-
-
 def _move_distinct_ids(project_id: int, survivors: dict[UUID, UUID]) -> None:
     """Every distinct id of a merged-away person moves to its survivor, in one UPDATE."""
     if not survivors:
@@ -149,55 +138,6 @@ def _move_distinct_ids(project_id: int, survivors: dict[UUID, UUID]) -> None:
             output_field=UUIDField(),
         )
     )
-
-
-def _update_persons(persons: list) -> None:
-    if not persons:
-        return
-    _UPDATE_PERSON.executemany(
-        [
-            (person.properties, person.created_at, person.is_identified, person.loaded_version + 1, person.uuid)
-            for person in persons
-        ],
-    )
-
-
-# Persons are written with plain parameterised statements run once per row through
-# executemany (psycopg pipelines them into one round trip; SQLite steps one prepared
-# statement): bulk_update's CASE WHEN per row cost more than the rest of the batch.
-class _PersonStatement:
-    """A statement on the persons table whose placeholders stand for `fields`, in order."""
-
-    def __init__(self, template: str, names: tuple[str, ...]):
-        self.fields = tuple(Person._meta.get_field(name) for name in names)
-        columns = [field.column for field in self.fields]
-        self.sql = template.format(
-            table=Person._meta.db_table,
-            columns=", ".join(columns),
-            placeholders=", ".join(["%s"] * len(columns)),
-            assignments=", ".join(f"{column} = %s" for column in columns[:-1]),
-            key=columns[-1],
-        )
-
-    def executemany(self, rows: list[tuple]) -> None:
-        """Run once per row, each value adapted by its field as the ORM would."""
-        adapted = [
-            tuple(field.get_db_prep_save(value, connection) for field, value in zip(self.fields, row, strict=True))
-            for row in rows
-        ]
-        with connection.cursor() as cursor:
-            cursor.executemany(self.sql, adapted)
-
-
-_INSERT_PERSON = _PersonStatement(
-    "INSERT INTO {table} ({columns}) VALUES ({placeholders})",
-    ("uuid", "project", "properties", "created_at", "is_identified", "version"),
-)
-# The last field is the key the row is found by.
-_UPDATE_PERSON = _PersonStatement(
-    "UPDATE {table} SET {assignments} WHERE {key} = %s",
-    ("properties", "created_at", "is_identified", "version", "uuid"),
-)
 
 
 def _chunks(items: Sequence) -> Iterable[Sequence]:

@@ -15,6 +15,11 @@ from pipeline.plugins.events import plugin_event
 logger = structlog.get_logger(__name__)
 
 
+def wants_stored_events(project_id: int) -> bool:
+    """Whether any enabled plugin of the project has on_event or export_events."""
+    return bool(registry.project_plugins(project_id).after_storage)
+
+
 def dispatch_stored_events(events: Sequence[dict]) -> None:
     by_project: dict[int, list[dict]] = {}
     plugins_of: dict[int, registry.ProjectPlugins] = {}
