@@ -11,6 +11,7 @@ ClickHouse accepted it. A batch first reads the keys:
 """
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import NamedTuple
 
 from django.conf import settings
@@ -64,12 +65,13 @@ def claim(items: Sequence[Claim]) -> list[bool]:
             decisions.append(False)  # stored, or pending by another message
         seen_in_batch.add(item.uuid)
 
-    if to_claim:
-        pipe = redis.pipeline(transaction=False)
-        for index in to_claim:
-            pipe.set(keys[index], PENDING_PREFIX + items[index].message_id.encode(), ex=ttl, nx=True)
-        for index, won in zip(to_claim, pipe.execute(), strict=True):
-            decisions[index] = bool(won)
+    for chunk in _chunks(to_claim):
+        won = _script(_CLAIM_SCRIPT)(
+            keys=[keys[index] for index in chunk],
+            args=[ttl, *(PENDING_PREFIX + items[index].message_id.encode() for index in chunk)],
+        )
+        for index, claimed in zip(chunk, won, strict=True):
+            decisions[index] = bool(claimed)
     confirm([item for item in own_pending if item.uuid in landed])
     return decisions
 
@@ -78,11 +80,45 @@ def confirm(items: Sequence[Claim]) -> None:
     """Mark the uuids stored, once ClickHouse has accepted their INSERT."""
     if not items:
         return
-    ttl = settings.INGESTION_DEDUP_WINDOW_SECONDS
-    pipe = get_redis().pipeline(transaction=False)
-    for item in items:
-        pipe.set(_key(item.team_id, item.uuid), STORED, ex=ttl)
-    pipe.execute()
+    keys = [_key(item.team_id, item.uuid) for item in items]
+    for start in range(0, len(keys), SCRIPT_KEYS):
+        _script(_CONFIRM_SCRIPT)(keys=keys[start : start + SCRIPT_KEYS], args=[settings.INGESTION_DEDUP_WINDOW_SECONDS])
+
+
+# Claims and confirmations go to Redis as one script call per SCRIPT_KEYS keys rather than a
+# command per key: building and parsing a command each was a tenth of an ingestion batch's time.
+# The bound keeps each call (which Redis runs atomically) to a millisecond or two.
+SCRIPT_KEYS = 1_000
+
+# ARGV[1]: TTL; ARGV[i + 1]: the claim for KEYS[i]. Returns 1 per key claimed, 0 per key taken.
+_CLAIM_SCRIPT = """
+local won = {}
+for i, key in ipairs(KEYS) do
+    won[i] = redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1], 'NX') and 1 or 0
+end
+return won
+"""
+
+# ARGV[1]: TTL. Every key becomes STORED ("s").
+_CONFIRM_SCRIPT = """
+for _, key in ipairs(KEYS) do
+    redis.call('SET', key, 's', 'EX', ARGV[1])
+end
+return 0
+"""
+
+
+def _chunks(indexes: list[int]) -> list[list[int]]:
+    return [indexes[start : start + SCRIPT_KEYS] for start in range(0, len(indexes), SCRIPT_KEYS)]
+
+
+@lru_cache(maxsize=8)
+def _registered(client, source: str):
+    return client.register_script(source)
+
+
+def _script(source: str):
+    return _registered(get_redis(), source)
 
 
 # Delete a key only while it still holds this message's claim.
