@@ -26,7 +26,7 @@ test: deps
 
 # The fault suite (README, "Reliability"): 1,000 events/s through capture while workers, Gunicorn,
 # Redis, ClickHouse and PostgreSQL are killed or stopped; fails if an accepted event was lost or
-# duplicated. `BKLOG_TEST_CHAOS=1 make test` also runs its short form (python -m chaos --mode ci).
+# duplicated. `make test` also runs its short form (python -m chaos --mode ci).
 chaos: deps
 	$(BIN)/python -m chaos --mode full
 
