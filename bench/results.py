@@ -52,7 +52,15 @@ SECTIONS: dict[str, tuple[str, dict[str, Extractor]]] = {
             "ingestion_cpu_ms_per_event": lambda run: (run.get("cpu_ms_per_event") or {}).get("bklog-worker-ingestion"),
         },
     ),
-    "lag": ("lag", {"p50_s": lambda run: run.get("p50_s"), "p99_s": lambda run: run.get("p99_s")}),
+    "lag": (
+        "lag",
+        {
+            "p50_s": lambda run: run.get("p50_s"),
+            "p99_s": lambda run: run.get("p99_s"),
+            "batched_p50_s": lambda run: (run.get("batched") or {}).get("p50_s"),
+            "batched_p99_s": lambda run: (run.get("batched") or {}).get("p99_s"),
+        },
+    ),
     "naive": (
         "naive",
         {
@@ -73,7 +81,8 @@ TARGETS = (
     ("single_max_rps", "capture_single", "max_rps", ">=", 1500, "single-event capture >= 1,500 req/s"),
     ("single_p99_at_1000", "capture_single", "p99_ms_at_1000", "<=", 50, "p99 <= 50 ms at 1,000 req/s"),
     ("e2e_batch", "e2e_batch", "events_per_s", ">=", 5000, "end-to-end batch ingestion >= 5,000 events/s"),
-    ("lag_p99", "lag", "p99_s", "<=", 2.0, "ingestion lag p99 <= 2 s at 1,000 events/s"),
+    ("lag_p99", "lag", "p99_s", "<=", 2.0, "ingestion lag p99 <= 2 s at 1,000 events/s (single-event requests)"),
+    ("lag_p99_batched", "lag", "batched_p99_s", "<=", 2.0, "the same, in requests of 10 events (as SDKs send)"),
     ("batch_vs_naive", None, None, ">=", 20, ">= 20x the naive pipeline"),
     ("worker_rss", None, None, "<=", WORKER_RSS_LIMIT_MB, "every worker process <= 250 MB RSS"),
 )

@@ -90,9 +90,10 @@ def _config() -> dict:
 def periodic_schedule() -> dict:
     """Every periodic task, each with an expiry so a backlog never runs stale copies."""
     from pipeline.exports.beat import export_beat_entries
+    from pipeline.ingestion.beat import ingestion_beat_entries
     from pipeline.plugins.beat import plugin_beat_entries
 
-    return {**plugin_beat_entries(), **export_beat_entries()}
+    return {**plugin_beat_entries(), **export_beat_entries(), **ingestion_beat_entries()}
 
 
 app.config_from_object(_config())

@@ -37,6 +37,11 @@ MODES = {
 }
 
 
+def _answered_at(outcomes: list[Outcome], uuids: list[str]) -> dict[str, float]:
+    wanted = set(uuids)
+    return {u: round(o.answered_at, 3) for o in outcomes if o.status == 200 for u in o.uuids if u in wanted}
+
+
 def log(message: str) -> None:
     print(message, flush=True)
 
@@ -159,6 +164,13 @@ def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
         "queue_depths": depths,
         "drain_seconds": round(drained, 1),
         "plugins": verify.plugin_check(stack, setup.project_id, setup.plugin_config_names),
+        # When each fault ran and when the lost examples' requests were answered: to tell which
+        # fault a loss belongs to.
+        "fault_times": [
+            {"name": r.name, "started_at": round(r.started_at, 3), "recovered_at": r.recovered_at}
+            for r in runner.results
+        ],
+        "lost_answered_at": _answered_at(outcomes, comparison.lost[:20]),
         "examples": {
             "lost": comparison.lost[:20],
             "duplicated": comparison.duplicated[:20],

@@ -65,6 +65,7 @@ def queue_depths(stack: ChaosStack) -> dict[str, int]:
     client = stack.redis()
     depths = {queue: int(client.llen(queue)) for queue in QUEUES}
     depths["unacked"] = int(client.hlen("unacked"))
+    depths["journal"] = int(client.zcard("bklog:ingest:journal"))  # pipeline/ingestion/journal.py
     return depths
 
 

@@ -8,9 +8,11 @@ Celery version writes), and it is wrapped the way kombu's Redis transport wraps 
 base64, the envelope that `Channel._put` LPUSHes onto the queue's list), then pushed with a
 long-lived redis-py client: about 0.15 ms. Workers cannot tell the difference.
 
-A guard makes the push conditional on a key's value, in the same round trip (a Lua script): the
-capture endpoint uses it to check that no project changed since it cached the token's project
-(pipeline/ingestion/projects.py), instead of reading that epoch with a command of its own.
+The push is a Lua script. In the same round trip it records the message in the capture journal
+(pipeline/ingestion/journal.py says why), and, given a guard, pushes only while a key holds a
+value: the capture endpoint uses that to check that no project changed since it cached the
+token's project (pipeline/ingestion/projects.py), instead of reading that epoch with a command
+of its own.
 
 A broker that is not Redis falls back to `apply_async`.
 """
@@ -25,6 +27,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
+from pipeline.ingestion import journal
 from pipeline.redis import REDIS_ERRORS, _client_for
 
 # kombu's Redis transport: the anonymous exchange routes by queue name; priority 0 is the bare list.
@@ -36,9 +39,9 @@ def is_redis_broker() -> bool:
     return settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://"))
 
 
-def task_message(task, kwargs: dict[str, Any], kwargsrepr: str) -> bytes:
+def task_message(task, kwargs: dict[str, Any], kwargsrepr: str, task_id: str | None = None) -> bytes:
     """The bytes kombu's Redis transport would LPUSH for `task.apply_async(kwargs=kwargs)`."""
-    task_id = str(uuid.uuid4())
+    task_id = task_id or str(uuid.uuid4())
     message = task.app.amqp.as_task_v2(
         task_id, task.name, args=(), kwargs=kwargs, argsrepr="()", kwargsrepr=kwargsrepr, ignore_result=True
     )
@@ -68,11 +71,18 @@ class GuardChanged(Exception):
         self.current = current
 
 
-# KEYS: guard key, queue. ARGV: expected value ("" for absent), message.
-_GUARDED_LPUSH = """
-local current = redis.call('GET', KEYS[1])
-if (current or '') ~= ARGV[1] then return {0, current or ''} end
+# KEYS: guard key, queue, journal, journal messages. ARGV: expected value ("" for absent),
+# message, message id ("": not journaled), now (ms). See pipeline/ingestion/journal.py.
+_PUSH = """
+if KEYS[1] ~= '' then
+    local current = redis.call('GET', KEYS[1])
+    if (current or '') ~= ARGV[1] then return {0, current or ''} end
+end
 redis.call('LPUSH', KEYS[2], ARGV[2])
+if ARGV[3] ~= '' then
+    redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+    redis.call('HSET', KEYS[4], ARGV[3], ARGV[2])
+end
 return {1}
 """
 
@@ -82,20 +92,27 @@ def can_guard_with(redis_url: str) -> bool:
     return is_redis_broker() and redis_url == settings.CELERY_BROKER_URL
 
 
-def publish(queue: str, message: bytes, *, guard: tuple[str, bytes | None] | None = None) -> None:
+def publish(
+    queue: str,
+    message: bytes,
+    *,
+    guard: tuple[str, bytes | None] | None = None,
+    journal_id: str | None = None,
+) -> None:
     """LPUSH the message onto the queue; retries twice on a connection error, then raises.
 
     With `guard=(key, expected)`, push only while `key` holds `expected` (None: absent), else
-    raise GuardChanged with what it holds now.
+    raise GuardChanged with what it holds now. With `journal_id`, record the message in the
+    capture journal (pipeline/ingestion/journal.py) in the same atomic step.
     """
     client = _client_for(settings.CELERY_BROKER_URL)
+    guard_key, expected = guard if guard is not None else ("", None)
     for delay in (*_RETRY_DELAYS, None):
         try:
-            if guard is None:
-                client.lpush(queue, message)
-                return
-            key, expected = guard
-            result = _guarded_lpush(client)(keys=[key, queue], args=[expected or b"", message])
+            result = _push_script(client)(
+                keys=[guard_key, queue, journal.JOURNAL_KEY, journal.MESSAGES_KEY],
+                args=[expected or b"", message, journal_id or "", journal.now_ms()],
+            )
             if result[0] != 1:
                 raise GuardChanged(result[1] or None)
             return
@@ -106,8 +123,8 @@ def publish(queue: str, message: bytes, *, guard: tuple[str, bytes | None] | Non
 
 
 @lru_cache(maxsize=4)
-def _guarded_lpush(client):
-    return client.register_script(_GUARDED_LPUSH)
+def _push_script(client):
+    return client.register_script(_PUSH)
 
 
 def _dumps(value) -> bytes:

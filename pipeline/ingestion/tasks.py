@@ -9,19 +9,23 @@ and retries with backoff; past INGESTION_RETRY_MAX_SECONDS its messages go back 
 If the worker dies, unacked messages come back after the broker's visibility timeout.
 """
 
+import base64
 import time
+import uuid
 
+import orjson
 import structlog
 from celery_batches import Batches, SimpleRequest
 from django.conf import settings
 
 from bklog_app.celery import app
 from pipeline.errors import is_outage
-from pipeline.ingestion import publish
+from pipeline.ingestion import journal, publish
 from pipeline.ingestion.batch import dead_letter_messages, ingest_messages
 from pipeline.ingestion.status import record_ingested
 from pipeline.metrics import observe_batch_dead_lettered, observe_ingestion, observe_ingestion_requeued
 from pipeline.queues import Queue
+from pipeline.redis import REDIS_ERRORS
 
 logger = structlog.get_logger(__name__)
 
@@ -122,6 +126,8 @@ def _events_in(payload) -> int:
 def ingest_batch(requests: list[SimpleRequest]) -> bool:
     """Return True when every message is durably handled (stored, duplicate or dead-lettered)."""
     messages = [{**request.kwargs, "id": request.id} for request in requests]
+    message_ids = [message["id"] for message in messages]
+    _journal(journal.touch, message_ids)
     started = time.monotonic()
     deadline = started + settings.INGESTION_RETRY_MAX_SECONDS
     delay = 0.5
@@ -139,6 +145,7 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
                     logger.exception("could not dead-letter the batch; messages requeued")
                     return False
                 observe_batch_dead_lettered(messages, time.monotonic() - started)
+                _journal(journal.forget, message_ids)
                 return True
             if time.monotonic() + delay > deadline:
                 logger.error(
@@ -164,7 +171,19 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
             dropped=report.dropped,
             dead_lettered=report.dead_lettered,
         )
+        _journal(journal.forget, message_ids)
         return True
+
+
+def _journal(action, message_ids: list[str]) -> None:
+    """Journal upkeep never fails a batch: a missed touch or forget only means the sweeper
+    looks at the message once more (and finds it queued, unacknowledged or stored)."""
+    if not publish.is_redis_broker():
+        return
+    try:
+        action(message_ids)
+    except REDIS_ERRORS as exc:
+        logger.warning("could not update the capture journal", error=str(exc), messages=len(message_ids))
 
 
 def enqueue_capture(
@@ -186,8 +205,34 @@ def enqueue_capture(
         ingest_batch.apply_async(kwargs=kwargs, retry=True, retry_policy=_RETRY_POLICY)
         return
     # The hot path of capture (pipeline/ingestion/publish.py says why it is not apply_async).
-    kwargsrepr = f"{{'project_id': {project_id}, 'events': <{len(events)} events>}}"
-    publish.publish(ingest_batch.queue, publish.task_message(ingest_batch, kwargs, kwargsrepr), guard=guard)
+    publish_journaled(kwargs, guard=guard)
+
+
+def publish_journaled(kwargs: dict, *, guard: tuple[str, bytes | None] | None = None) -> str:
+    """Push one ingestion message and record it in the capture journal; returns its id."""
+    message_id = str(uuid.uuid4())
+    kwargsrepr = f"{{'project_id': {kwargs['project_id']}, 'events': <{len(kwargs['events'])} events>}}"
+    message = publish.task_message(ingest_batch, kwargs, kwargsrepr, task_id=message_id)
+    publish.publish(ingest_batch.queue, message, guard=guard, journal_id=message_id)
+    return message_id
+
+
+@app.task(name="bklog.ingestion.sweep_journal", queue=Queue.SCHEDULED.value, ignore_result=True)
+def sweep_journal() -> None:
+    """Publish again any captured message that is neither queued nor being processed (see
+    pipeline/ingestion/journal.py)."""
+    if not publish.is_redis_broker():
+        return
+    counts = journal.sweep(ingest_batch.queue, _republish)
+    if counts["old"]:
+        logger.info("capture journal swept", **counts)
+
+
+def _republish(raw: bytes) -> str:
+    """A lost message, as a new message (new id) with the same arguments."""
+    envelope = orjson.loads(raw)
+    _args, kwargs, _embed = orjson.loads(base64.b64decode(envelope["body"]))
+    return publish_journaled(kwargs)
 
 
 _RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}

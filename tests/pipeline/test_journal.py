@@ -1,0 +1,86 @@
+"""The capture journal (pipeline/ingestion/journal.py): a message taken off the queue and then
+lost (as kombu's Redis transport can lose one between BRPOP and recording it unacknowledged) is
+published again by the sweep and stored once; messages queued, unacknowledged or stored are
+left alone."""
+
+import time
+import uuid
+
+import orjson
+import pytest
+from django.test import override_settings
+
+from pipeline.ingestion import journal
+from pipeline.ingestion.tasks import _republish, ingest_batch, publish_journaled
+from pipeline.redis import _client_for
+from tests.pipeline.test_ingestion_e2e import assert_stored_exactly_once
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def broker(servers):
+    url = servers["redis"].url[:-1] + "6"  # a broker database of its own: no other worker
+    client = _client_for(url)
+    client.flushdb()
+    with override_settings(CELERY_BROKER_URL=url):
+        yield url, client
+    client.flushdb()
+
+
+def capture_kwargs(project, n: int, prefix: str) -> dict:
+    events = [{"event": "journaled", "distinct_id": f"{prefix}-{i}", "uuid": str(uuid.uuid4())} for i in range(n)]
+    return {"token": project.api_token, "project_id": project.id, "events": events, "ip": None,
+            "now": "2024-06-01T00:00:00.000+00:00", "sent_at": None}  # fmt: skip
+
+
+def journal_ids(client) -> set[str]:
+    return {member.decode() for member in client.zrange(journal.JOURNAL_KEY, 0, -1)}
+
+
+def test_a_lost_message_is_published_again_and_stored_once(project, broker, make_worker):
+    url, client = broker
+    queued = capture_kwargs(project, 3, "queued")
+    lost = capture_kwargs(project, 4, "lost")
+    queued_id = publish_journaled(queued)
+    lost_id = publish_journaled(lost)
+    assert journal_ids(client) == {queued_id, lost_id}
+    # A consumer took the message off the queue and died before recording it unacknowledged.
+    assert client.lrem(ingest_batch.queue, 1, client.hget(journal.MESSAGES_KEY, lost_id)) == 1
+
+    counts = journal.sweep(ingest_batch.queue, _republish, grace_seconds=0)
+    assert counts == {"old": 2, "pending": 1, "republished": 1, "gone": 0}
+    assert lost_id not in journal_ids(client) and queued_id in journal_ids(client)
+
+    make_worker("ingestion", CELERY_BROKER_URL=url)
+    assert_stored_exactly_once(project.id, queued["events"] + lost["events"], timeout=60)
+    deadline = time.monotonic() + 30
+    while journal_ids(client) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert journal_ids(client) == set()  # forgotten once stored
+
+
+def test_unacknowledged_messages_are_left_alone(project, broker):
+    _, client = broker
+    message_id = publish_journaled(capture_kwargs(project, 2, "unacked"))
+    raw = client.rpop(ingest_batch.queue)
+    tag = orjson.loads(raw)["properties"]["delivery_tag"]
+    client.hset(journal.UNACKED_KEY, tag, raw)  # what kombu records for a delivered message
+    assert journal.sweep(ingest_batch.queue, _republish, grace_seconds=0)["pending"] == 1
+    assert client.llen(ingest_batch.queue) == 0
+    assert journal_ids(client) == {message_id}
+
+
+def test_young_entries_are_not_looked_at(project, broker):
+    _, client = broker
+    publish_journaled(capture_kwargs(project, 1, "young"))
+    client.rpop(ingest_batch.queue)
+    assert journal.sweep(ingest_batch.queue, _republish, grace_seconds=3600)["old"] == 0
+
+
+def test_capture_records_its_message_in_the_journal(client, project, broker):
+    _, redis = broker
+    body = orjson.dumps({"api_key": project.api_token, "event": "e", "distinct_id": "u"})
+    assert client.post("/e/", data=body, content_type="application/json").status_code == 200
+    [message_id] = journal_ids(redis)
+    assert redis.hget(journal.MESSAGES_KEY, message_id) == redis.lindex(ingest_batch.queue, 0)
