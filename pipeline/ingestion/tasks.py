@@ -1,12 +1,16 @@
 """The ingestion task: captured requests, gathered into batches, through `ingest_messages`.
 
-Built on celery-batches: the worker buffers up to INGESTION_BATCH_MESSAGES messages (or
-INGESTION_BATCH_SECONDS) and runs them together, so ClickHouse gets one INSERT per batch.
+Built on celery-batches: the worker buffers up to INGESTION_BATCH_MESSAGES messages or
+INGESTION_BATCH_EVENTS events (or what INGESTION_BATCH_SECONDS brought) and runs them together,
+so ClickHouse gets one INSERT per batch.
 
 Acknowledgement is our own, not celery-batches': a message is acked only once every event in it
 is stored, a duplicate, or in the dead-letter store. While a dependency is down the batch waits
 and retries with backoff; past INGESTION_RETRY_MAX_SECONDS its messages go back to the queue.
-If the worker dies, unacked messages come back after the broker's visibility timeout.
+If the worker dies, unacked messages come back after the broker's visibility timeout; a message
+lost between the queue and the unacked set comes back through the capture journal
+(pipeline/ingestion/journal.py), which capture writes (`publish_journaled`), batches keep up to
+date and `sweep_journal` reads.
 """
 
 import base64
