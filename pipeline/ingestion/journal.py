@@ -17,9 +17,9 @@ INGESTION_JOURNAL_GRACE_SECONDS (default: the visibility timeout plus the retry 
 minute, so a message that is only slow is never touched): one still in the queue or among the
 unacknowledged is left alone; one in neither was lost, and is published again as a new message
 (new id: if the lost one had claimed some uuids, those claims keep the copy from storing them
-twice). A message kombu requeued is pushed back re-encoded, so the queue scan may miss it; it
-is then published twice, which dedup makes harmless, and only after it waited the whole grace
-period since a batch last started on it.
+twice). A message kombu requeued is pushed back re-encoded, so the queue scan would miss it: a
+batch that requeues its messages restarts their grace period, and if one still waits longer than
+that it is published twice, which dedup makes harmless.
 """
 
 from __future__ import annotations

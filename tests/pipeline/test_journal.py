@@ -84,3 +84,14 @@ def test_capture_records_its_message_in_the_journal(client, project, broker):
     assert client.post("/e/", data=body, content_type="application/json").status_code == 200
     [message_id] = journal_ids(redis)
     assert redis.hget(journal.MESSAGES_KEY, message_id) == redis.lindex(ingest_batch.queue, 0)
+
+
+def test_touch_restarts_the_grace_period_of_known_entries_only(project, broker):
+    _, client = broker
+    message_id = publish_journaled(capture_kwargs(project, 1, "touched"))
+    client.zadd(journal.JOURNAL_KEY, {message_id: 0})  # as if published long ago
+    journal.touch([message_id, "never-published"])
+    assert client.zscore(journal.JOURNAL_KEY, message_id) > journal.now_ms() - 60_000
+    assert client.zscore(journal.JOURNAL_KEY, "never-published") is None
+    client.rpop(ingest_batch.queue)
+    assert journal.sweep(ingest_batch.queue, _republish, grace_seconds=60)["old"] == 0
