@@ -1,5 +1,6 @@
 """The four Celery queues, declared once. Every route and worker role refers to this module."""
 
+from datetime import timedelta
 from enum import StrEnum
 
 
@@ -27,3 +28,13 @@ def queues_for_role(role: str) -> tuple[Queue, ...]:
     except KeyError:
         known = ", ".join(sorted(ROLE_QUEUES))
         raise ValueError(f"unknown worker role {role!r}; use one of: {known}") from None
+
+
+def every_seconds_on_scheduled(task: str, seconds: int) -> dict:
+    """A beat entry: `task` on the `scheduled` queue every `seconds`, expiring after one period
+    so a backlog never runs stale copies."""
+    return {
+        "task": task,
+        "schedule": timedelta(seconds=seconds),
+        "options": {"queue": Queue.SCHEDULED.value, "expires": seconds},
+    }

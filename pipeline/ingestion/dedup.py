@@ -81,8 +81,8 @@ def confirm(items: Sequence[Claim]) -> None:
     if not items:
         return
     keys = [_key(item.team_id, item.uuid) for item in items]
-    for start in range(0, len(keys), SCRIPT_KEYS):
-        _script(_CONFIRM_SCRIPT)(keys=keys[start : start + SCRIPT_KEYS], args=[settings.INGESTION_DEDUP_WINDOW_SECONDS])
+    for chunk in _chunks(keys):
+        _script(_CONFIRM_SCRIPT)(keys=chunk, args=[settings.INGESTION_DEDUP_WINDOW_SECONDS])
 
 
 # Claims and confirmations go to Redis as one script call per SCRIPT_KEYS keys rather than a
@@ -108,8 +108,8 @@ return 0
 """
 
 
-def _chunks(indexes: list[int]) -> list[list[int]]:
-    return [indexes[start : start + SCRIPT_KEYS] for start in range(0, len(indexes), SCRIPT_KEYS)]
+def _chunks(items: list) -> list[list]:
+    return [items[start : start + SCRIPT_KEYS] for start in range(0, len(items), SCRIPT_KEYS)]
 
 
 @lru_cache(maxsize=8)

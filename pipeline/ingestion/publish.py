@@ -28,7 +28,7 @@ import orjson
 from django.conf import settings
 
 from pipeline.ingestion import journal
-from pipeline.redis import REDIS_ERRORS, _client_for
+from pipeline.redis import REDIS_ERRORS
 
 # kombu's Redis transport: the anonymous exchange routes by queue name; priority 0 is the bare list.
 _DELIVERY_MODE_PERSISTENT = 2
@@ -105,7 +105,7 @@ def publish(
     raise GuardChanged with what it holds now. With `journal_id`, record the message in the
     capture journal (pipeline/ingestion/journal.py) in the same atomic step.
     """
-    client = _client_for(settings.CELERY_BROKER_URL)
+    client = journal.broker()
     guard_key, expected = guard if guard is not None else ("", None)
     for delay in (*_RETRY_DELAYS, None):
         try:
