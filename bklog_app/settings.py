@@ -5,6 +5,7 @@ Defaults are chosen so that `make run` works on one machine with no configuratio
 """
 
 import os
+import sys
 from pathlib import Path
 
 import environ
@@ -13,6 +14,13 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("BKLOG_VAR_DIR", default=str(BASE_DIR / "var")))
 
 env = environ.Env()
+
+
+def _gevent_patched() -> bool:
+    """True in a Gunicorn gevent worker (it monkey-patches the standard library before loading us)."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("socket")
+
 
 VERSION = "0.1.0"
 
@@ -72,6 +80,10 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'bklog.sqlite3'}"),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+if _gevent_patched():
+    # Under Gunicorn's gevent worker each request runs in a greenlet of its own, and Django
+    # keeps a connection per greenlet: kept open, they would pile up until PostgreSQL refuses more.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Worker processes and the web tier share one SQLite file: wait for locks instead of
     # failing at once, and let readers run beside a writer.
@@ -150,6 +162,10 @@ SCHEDULE_LOCK_TTL = env.int("SCHEDULE_LOCK_TTL", default=60)
 CAPTURE_TRUSTED_PROXIES = env.list("CAPTURE_TRUSTED_PROXIES", default=[])
 CAPTURE_MAX_EVENT_BYTES = env.int("CAPTURE_MAX_EVENT_BYTES", default=2 * 1024 * 1024)
 CAPTURE_MAX_BATCH_BYTES = env.int("CAPTURE_MAX_BATCH_BYTES", default=20 * 1024 * 1024)
+# Capture requests of one web process wait up to CAPTURE_LINGER_MS for each other and go to the
+# broker as one message (at most CAPTURE_COALESCE_EVENTS events): pipeline/ingestion/coalesce.py.
+CAPTURE_LINGER_MS = env.float("CAPTURE_LINGER_MS", default=10.0)
+CAPTURE_COALESCE_EVENTS = env.int("CAPTURE_COALESCE_EVENTS", default=500)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CAPTURE_MAX_BATCH_BYTES + 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 10_000
 

@@ -76,6 +76,11 @@ EVENTS_RECEIVED = Counter(
     "bklog_events_received_total",
     "Events accepted by the capture API and enqueued for ingestion.",
 )
+CAPTURE_MESSAGES = Counter(
+    "bklog_capture_messages_total",
+    "Ingestion messages published by the capture API; each holds one or more requests "
+    "(pipeline/ingestion/coalesce.py), so requests / messages is the coalescing factor.",
+)
 
 # --- Ingestion ---------------------------------------------------------------------------
 

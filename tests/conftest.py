@@ -58,6 +58,9 @@ def pytest_configure(config):
             "CELERY_VISIBILITY_TIMEOUT": "20",
             "CELERY_UNACKED_RESTORE_INTERVAL": "2",
             "INGESTION_BATCH_SECONDS": "0.05",
+            # The test client sends one request at a time: a linger would only make each wait.
+            # tests/pipeline/test_coalesce.py covers coalescing, the fault suite runs the default.
+            "CAPTURE_LINGER_MS": "0",
             "INGESTION_RETRY_MAX_SECONDS": "120",
             # Plugin retry schedules ten times shorter, plugin calls limited to 2 s: the retry,
             # dead-letter and time-limit tests then take seconds, not minutes.

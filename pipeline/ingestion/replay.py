@@ -28,4 +28,5 @@ def replay_event(letter: DeadLetter) -> None:
         ip=context.get("ip"),
         now=context.get("now") or datetime.now(UTC).isoformat(timespec="milliseconds"),
         sent_at=context.get("sent_at"),
+        coalesce=False,  # replays come one after another: no neighbours to wait for
     )

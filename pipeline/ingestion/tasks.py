@@ -16,6 +16,7 @@ date and `sweep_journal` reads.
 import base64
 import time
 import uuid
+from functools import lru_cache
 
 import orjson
 import structlog
@@ -26,8 +27,14 @@ from bklog_app.celery import app
 from pipeline.errors import is_outage
 from pipeline.ingestion import journal, publish
 from pipeline.ingestion.batch import dead_letter_messages, ingest_messages
+from pipeline.ingestion.coalesce import Coalescer, Guard, events_in, parts_of
 from pipeline.ingestion.status import record_ingested
-from pipeline.metrics import observe_batch_dead_lettered, observe_ingestion, observe_ingestion_requeued
+from pipeline.metrics import (
+    CAPTURE_MESSAGES,
+    observe_batch_dead_lettered,
+    observe_ingestion,
+    observe_ingestion_requeued,
+)
 from pipeline.queues import Queue
 from pipeline.redis import REDIS_ERRORS
 
@@ -110,10 +117,10 @@ class AckWhenStored(Batches):
 
 
 def _events_in(payload) -> int:
-    """Events in a capture message's decoded body: (args, kwargs, embed), kwargs["events"]."""
+    """Events in a capture message's decoded body: (args, kwargs, embed)."""
     try:
-        return len(payload[1]["events"])
-    except (TypeError, KeyError, IndexError):
+        return events_in(payload[1])
+    except (TypeError, KeyError, IndexError, AttributeError):
         return 1
 
 
@@ -129,8 +136,8 @@ def _events_in(payload) -> int:
 )
 def ingest_batch(requests: list[SimpleRequest]) -> bool:
     """Return True when every message is durably handled (stored, duplicate or dead-lettered)."""
-    messages = [{**request.kwargs, "id": request.id} for request in requests]
-    message_ids = [message["id"] for message in messages]
+    messages = [{**part, "id": request.id} for request in requests for part in parts_of(request.kwargs)]
+    message_ids = [request.id for request in requests]
     _journal(journal.touch, message_ids)
     started = time.monotonic()
     deadline = started + settings.INGESTION_RETRY_MAX_SECONDS
@@ -201,24 +208,44 @@ def enqueue_capture(
     ip: str | None,
     now: str,
     sent_at: str | None,
-    guard: tuple[str, bytes | None] | None = None,
+    guard: Guard = None,
+    coalesce: bool = True,
 ) -> None:
-    """Publish one captured request as one message. Raises if the broker did not take it, and
+    """Publish one captured request, in a message it may share with other requests of this
+    process (pipeline/ingestion/coalesce.py). `coalesce=False`: a message of its own, at once,
+    for callers that publish one after another and would wait out the linger each time.
+
+    Returns once the message is in the broker; raises if the broker did not take it, and
     publish.GuardChanged if a `guard` (see publish.publish) no longer holds."""
-    kwargs = {"token": token, "project_id": project_id, "events": events, "ip": ip, "now": now, "sent_at": sent_at}
+    part = {"token": token, "project_id": project_id, "events": events, "ip": ip, "now": now, "sent_at": sent_at}
     if not publish.is_redis_broker():
         if guard is not None:
             raise ValueError("a guard needs a Redis broker (publish.can_guard_with)")
-        ingest_batch.apply_async(kwargs=kwargs, retry=True, retry_policy=_RETRY_POLICY)
+        ingest_batch.apply_async(kwargs=part, retry=True, retry_policy=_RETRY_POLICY)
         return
-    # The hot path of capture (pipeline/ingestion/publish.py says why it is not apply_async).
-    publish_journaled(kwargs, guard=guard)
+    if coalesce:
+        _coalescer(settings.CAPTURE_LINGER_MS, settings.CAPTURE_COALESCE_EVENTS).submit(part, guard)
+    else:
+        _publish_parts([part], guard)
 
 
-def publish_journaled(kwargs: dict, *, guard: tuple[str, bytes | None] | None = None) -> str:
-    """Push one ingestion message and record it in the capture journal; returns its id."""
+@lru_cache(maxsize=4)
+def _coalescer(linger_ms: float, max_events: int) -> Coalescer:
+    """This process's coalescer; keyed by its settings, so a test that overrides them gets its own."""
+    return Coalescer(_publish_parts, linger_seconds=linger_ms / 1000, max_events=max_events)
+
+
+def _publish_parts(parts: list[dict], guard: Guard) -> None:
+    publish_journaled({"parts": parts}, guard=guard)
+    CAPTURE_MESSAGES.inc()
+
+
+def publish_journaled(kwargs: dict, *, guard: Guard = None) -> str:
+    """Push one ingestion message and record it in the capture journal; returns its id.
+    The hot path of capture (pipeline/ingestion/publish.py says why it is not apply_async)."""
     message_id = str(uuid.uuid4())
-    kwargsrepr = f"{{'project_id': {kwargs['project_id']}, 'events': <{len(kwargs['events'])} events>}}"
+    parts = parts_of(kwargs)
+    kwargsrepr = f"{{'parts': <{len(parts)} requests, {events_in(kwargs)} events>}}"
     message = publish.task_message(ingest_batch, kwargs, kwargsrepr, task_id=message_id)
     publish.publish(ingest_batch.queue, message, guard=guard, journal_id=message_id)
     return message_id

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 
+from pipeline.ingestion.coalesce import parts_of
 from pipeline.queues import Queue
 from pipeline.redis import get_redis
 from tests.fastpath_client import FastPathClient
@@ -34,13 +35,14 @@ def empty_ingestion_queue():
 
 
 def queued_messages() -> list[dict]:
-    """The capture messages waiting in Redis, decoded from Celery's JSON envelope."""
+    """The captured requests waiting in Redis, oldest first: each message's parts
+    (pipeline/ingestion/coalesce.py), decoded from Celery's JSON envelope."""
     raw = get_redis().lrange(Queue.INGESTION.value, 0, -1)
     messages = []
     for item in reversed(raw):  # kombu LPUSHes: the oldest is last
         envelope = json.loads(item)
         body = json.loads(base64.b64decode(envelope["body"]))
-        messages.append(body[1])  # (args, kwargs, embed)
+        messages.extend(parts_of(body[1]))  # (args, kwargs, embed)
     return messages
 
 
