@@ -14,6 +14,10 @@ export BKLOG_INGESTION_CONCURRENCY="${BKLOG_INGESTION_CONCURRENCY:-2}"
 export BKLOG_DEFAULT_CONCURRENCY="${BKLOG_DEFAULT_CONCURRENCY:-2}"
 export BKLOG_SCHEDULED_CONCURRENCY="${BKLOG_SCHEDULED_CONCURRENCY:-1}"
 export BKLOG_ASYNC_EXPORT_CONCURRENCY="${BKLOG_ASYNC_EXPORT_CONCURRENCY:-1}"
+# Celery workers and beat run this much nicer than the web process: when both cores are busy,
+# the scheduler serves capture requests first (their latency is what clients see) and batch
+# work takes the rest; over time ingestion still gets all the CPU the web does not use.
+export BKLOG_WORKER_NICE="${BKLOG_WORKER_NICE:-5}"
 # Longer than the longest task's soft time limit, so a stopping worker finishes its task (an
 # export interrupted anyway resumes from its last chunk; ingestion acks late and requeues).
 export BKLOG_WORKER_STOPWAITSECS="${BKLOG_WORKER_STOPWAITSECS:-120}"
