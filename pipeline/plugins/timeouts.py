@@ -45,41 +45,47 @@ def call_with_time_limit(fn: Callable[..., T], args: tuple, seconds: float, what
 
 
 # Alarm-limited calls running on this process's main thread, innermost last. One SIGALRM
-# handler is installed per process and the interval timer is re-armed per call: swapping
-# handlers on every call cost more than most plugin calls themselves. Plugin processes own
-# ITIMER_REAL; nothing else in them uses it.
+# handler is installed per process. The interval timer is set only when no earlier alarm is
+# pending, and is left running when a call returns: a stream of short calls (a plugin chain
+# over a batch) sets it about once per PLUGIN_TIMEOUT_SECONDS instead of twice per call, and
+# an alarm that finds no call past its deadline just sets itself for the next one. Plugin
+# processes own ITIMER_REAL; nothing else in them uses it.
 _alarms: list[tuple[float, str, float]] = []
+_armed_for: float | None = None  # when the pending alarm fires (monotonic); None: none pending
 _handler_pid: int | None = None
 
 
+def _arm(deadline: float) -> None:
+    global _armed_for
+    _armed_for = deadline
+    signal.setitimer(signal.ITIMER_REAL, max(deadline - time.monotonic(), 0.001))
+
+
 def _on_alarm(_signum, _frame) -> Any:
+    global _armed_for
+    _armed_for = None
     now = time.monotonic()
     for deadline, what, seconds in _alarms:  # the outermost call past its deadline ends
         if deadline <= now + 0.001:
             raise _timeout_error(what, seconds)
-    if _alarms:  # early (timer granularity): wait for the innermost deadline
-        signal.setitimer(signal.ITIMER_REAL, max(min(d for d, _, _ in _alarms) - now, 0.001))
+    if _alarms:  # calls still within their limits (or the timer was early): wait for the nearest
+        _arm(min(d for d, _, _ in _alarms))
 
 
 def _with_alarm(fn: Callable[..., T], args: tuple, seconds: float, what: str) -> T:
-    global _handler_pid
+    global _handler_pid, _armed_for
     if _handler_pid != os.getpid():  # first call in this process (or in a forked child)
         signal.signal(signal.SIGALRM, _on_alarm)
         _handler_pid = os.getpid()
+        _armed_for = None
     deadline = time.monotonic() + seconds
-    outer = min((d for d, _, _ in _alarms), default=None)
     _alarms.append((deadline, what, seconds))
-    signal.setitimer(
-        signal.ITIMER_REAL, seconds if outer is None else max(min(deadline, outer) - time.monotonic(), 0.001)
-    )
+    if _armed_for is None or _armed_for > deadline:
+        _arm(deadline)
     try:
         return fn(*args)
     finally:
         _alarms.pop()
-        if _alarms:
-            signal.setitimer(signal.ITIMER_REAL, max(min(d for d, _, _ in _alarms) - time.monotonic(), 0.001))
-        else:
-            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def _with_trace(fn: Callable[..., T], args: tuple, seconds: float, what: str) -> T:
