@@ -1,13 +1,17 @@
 """Store each event uuid once within the dedup window, under at-least-once delivery.
 
-Each uuid has a Redis key: "pending by <message id>" from just before its INSERT, "stored" once
-ClickHouse accepted it. A batch first reads the keys:
-- stored: a duplicate (an SDK retry, a redelivered message), skipped;
-- pending by another message: that message is unacknowledged until it has stored the event
-  (it is retried, never dropped, once it has claimed), so skipping it here loses nothing;
-- pending by this same message: an earlier attempt of this message died between claiming and
-  confirming; only ClickHouse knows whether its INSERT landed, so it is asked (rare);
-- absent: claimed with SET NX; whoever loses the race skips, as above.
+Each uuid has a Redis key, set to "pending by <message id>" (a claim) just before its INSERT.
+Once ClickHouse has accepted the INSERT, the message is marked done (one key per message, not
+one write per event: a claim by a done message means "stored"). A batch first reads the keys:
+- absent: claimed with SET NX; whoever loses the race skips, as below;
+- pending by another message: stored already if that message is done (an SDK retry, a
+  redelivered message), else that message is unacknowledged until it has stored the event (it
+  is retried, never dropped, once it has claimed): either way skipping it here loses nothing;
+- pending by this same message: stored if the message is done (it died after confirming,
+  before its acknowledgement); else an earlier attempt died between claiming and confirming,
+  and only ClickHouse knows whether its INSERT landed, so it is asked (rare);
+- "stored" (the per-uuid form, still written for that rare case): a duplicate, skipped.
+Claims of events dead-lettered after claiming are released, so "done" covers only what landed.
 """
 
 from collections.abc import Sequence
@@ -33,6 +37,10 @@ def _key(team_id: int, uuid: str) -> str:
     return f"bklog:dedup:{team_id}:{uuid}"
 
 
+def _done_key(message_id: str) -> str:
+    return f"bklog:dedup:done:{message_id}"
+
+
 def claim(items: Sequence[Claim]) -> list[bool]:
     """For each item, True if this batch should insert it."""
     if not items:
@@ -45,11 +53,13 @@ def claim(items: Sequence[Claim]) -> list[bool]:
     own_pending = [
         item for item, state in zip(items, states, strict=True) if state == PENDING_PREFIX + item.message_id.encode()
     ]
-    landed = (
-        event_store.existing_uuids({i.team_id for i in own_pending}, [i.uuid for i in own_pending])
-        if own_pending
-        else set()
-    )
+    landed: set[str] = set()
+    if own_pending:
+        done = _done_messages({item.message_id for item in own_pending})
+        landed = {item.uuid for item in own_pending if item.message_id in done}
+        unknown = [item for item in own_pending if item.message_id not in done]
+        if unknown:
+            landed |= event_store.existing_uuids({i.team_id for i in unknown}, [i.uuid for i in unknown])
 
     decisions: list[bool] = []
     seen_in_batch: set[str] = set()
@@ -72,20 +82,35 @@ def claim(items: Sequence[Claim]) -> list[bool]:
         )
         for index, claimed in zip(chunk, won, strict=True):
             decisions[index] = bool(claimed)
-    confirm([item for item in own_pending if item.uuid in landed])
+    _mark_stored([item for item in own_pending if item.uuid in landed])
     return decisions
 
 
 def confirm(items: Sequence[Claim]) -> None:
-    """Mark the uuids stored, once ClickHouse has accepted their INSERT."""
-    if not items:
+    """Once ClickHouse has accepted the INSERT of these claims: mark their messages done."""
+    message_ids = sorted({item.message_id for item in items})
+    if not message_ids:
         return
+    pipe = get_redis().pipeline(transaction=False)
+    for message_id in message_ids:
+        pipe.set(_done_key(message_id), b"1", ex=settings.INGESTION_DEDUP_WINDOW_SECONDS)
+    pipe.execute()
+
+
+def _done_messages(message_ids: set[str]) -> set[str]:
+    ordered = sorted(message_ids)
+    flags = get_redis().mget([_done_key(message_id) for message_id in ordered])
+    return {message_id for message_id, flag in zip(ordered, flags, strict=True) if flag is not None}
+
+
+def _mark_stored(items: Sequence[Claim]) -> None:
+    """Mark single uuids stored: an earlier attempt's INSERT that landed, found in ClickHouse."""
     keys = [_key(item.team_id, item.uuid) for item in items]
     for chunk in _chunks(keys):
         _script(_CONFIRM_SCRIPT)(keys=chunk, args=[settings.INGESTION_DEDUP_WINDOW_SECONDS])
 
 
-# Claims and confirmations go to Redis as one script call per SCRIPT_KEYS keys rather than a
+# Claims go to Redis as one script call per SCRIPT_KEYS keys rather than a
 # command per key: building and parsing a command each was a tenth of an ingestion batch's time.
 # The bound keeps each call (which Redis runs atomically) to a millisecond or two.
 SCRIPT_KEYS = 1_000

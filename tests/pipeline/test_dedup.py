@@ -15,7 +15,8 @@ def team() -> int:
 
 
 def claims(team: int, uuids: list[str], message_id: str) -> list[Claim]:
-    return [Claim(team, u, message_id) for u in uuids]
+    """Message ids are global (a message's done mark): each test's are its own."""
+    return [Claim(team, u, f"{team}-{message_id}") for u in uuids]
 
 
 def test_fresh_uuids_are_claimed_once_and_repeats_in_a_batch_skipped(team):
@@ -31,6 +32,23 @@ def test_confirmed_uuids_are_duplicates_for_everyone(team):
     dedup.confirm(claims(team, [a], "m1"))
     assert dedup.claim(claims(team, [a], "m1")) == [False]
     assert dedup.claim(claims(team, [a], "m2")) == [False]
+
+
+def test_a_message_confirmed_but_not_acknowledged_finds_its_events_stored(team):
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    assert dedup.claim(claims(team, [a, b], "m1")) == [True, True]
+    dedup.confirm(claims(team, [a, b], "m1"))
+    # m1 died before its acknowledgement; redelivered, it finds its own claims on a done message.
+    assert dedup.claim(claims(team, [a, b], "m1")) == [False, False]
+
+
+def test_a_confirmation_covers_only_its_own_messages_claims(team):
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    assert dedup.claim(claims(team, [a], "m1")) == [True]
+    assert dedup.claim(claims(team, [b], "m2")) == [True]
+    dedup.confirm(claims(team, [a], "m1"))
+    # m2 is not done and ClickHouse has no row for b: m2's retry still inserts it.
+    assert dedup.claim(claims(team, [a, b], "m2")) == [False, True]
 
 
 def test_a_retry_of_the_same_message_inserts_what_did_not_land(team):

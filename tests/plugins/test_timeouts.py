@@ -20,7 +20,7 @@ def spin(seconds: float) -> str:
 
 
 def test_a_busy_loop_past_its_limit_ends():
-    with pytest.raises(PluginTimeoutError, match="busy ran past its time limit of 0.2 s"):
+    with pytest.raises(PluginTimeoutError, match=r"busy ran past its time limit of 0\.2 s"):
         call_with_time_limit(spin, (30,), 0.2, "busy")
 
 
