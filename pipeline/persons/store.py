@@ -66,13 +66,7 @@ def write(project_id: int, state: BatchState, changes: Changes, on_commit: Calla
                 transaction.on_commit(on_commit)
             _lock_and_check(project_id, expected)
             rows.insert(project_id, changes.inserts)
-            PersonDistinctId.objects.bulk_create(
-                [
-                    PersonDistinctId(project_id=project_id, distinct_id=distinct_id, person_id=person_uuid)
-                    for distinct_id, person_uuid in changes.new_distinct_ids
-                ],
-                batch_size=CHUNK,
-            )
+            rows.insert_distinct_ids(project_id, changes.new_distinct_ids)
             _move_distinct_ids(project_id, changes.deletes)
             rows.update(changes.updates)
             overrides.record(project_id, changes.overrides)
