@@ -37,7 +37,7 @@ def call_with_time_limit(fn: Callable[..., T], args: tuple, seconds: float, what
         return fn(*args)
     token = _current.set((time.monotonic() + seconds, what, seconds))
     try:
-        if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        if _HAS_ITIMER and threading.current_thread() is threading.main_thread():
             return _with_alarm(fn, args, seconds, what)
         return _with_trace(fn, args, seconds, what)
     finally:
@@ -52,7 +52,19 @@ def call_with_time_limit(fn: Callable[..., T], args: tuple, seconds: float, what
 # processes own ITIMER_REAL; nothing else in them uses it.
 _alarms: list[tuple[float, str, float]] = []
 _armed_for: float | None = None  # when the pending alarm fires (monotonic); None: none pending
-_handler_pid: int | None = None
+_handler_installed = False
+_HAS_ITIMER = hasattr(signal, "setitimer")
+
+
+def _forget_alarm_state() -> None:
+    """In a forked child: no handler yet, and no timer (a child does not inherit its parent's)."""
+    global _handler_installed, _armed_for
+    _handler_installed = False
+    _armed_for = None
+    _alarms.clear()
+
+
+os.register_at_fork(after_in_child=_forget_alarm_state)
 
 
 def _arm(deadline: float) -> None:
@@ -73,11 +85,10 @@ def _on_alarm(_signum, _frame) -> Any:
 
 
 def _with_alarm(fn: Callable[..., T], args: tuple, seconds: float, what: str) -> T:
-    global _handler_pid, _armed_for
-    if _handler_pid != os.getpid():  # first call in this process (or in a forked child)
+    global _handler_installed
+    if not _handler_installed:  # first call in this process (or in a forked child)
         signal.signal(signal.SIGALRM, _on_alarm)
-        _handler_pid = os.getpid()
-        _armed_for = None
+        _handler_installed = True
     deadline = time.monotonic() + seconds
     _alarms.append((deadline, what, seconds))
     if _armed_for is None or _armed_for > deadline:
