@@ -59,7 +59,7 @@ class LoadResult:
     ok: int = 0
     errors: int = 0  # connection errors (no response)
     unfinished: int = 0  # still in flight at max_seconds, or never sent
-    retries: int = 0  # a reused keep-alive connection the server had closed: sent again once
+    retries: int = 0  # a reused keep-alive connection the server had closed or reset: sent again once
     statuses: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     achieved_rps: float = 0.0
@@ -179,6 +179,12 @@ class _Run:
                     head = await reader.readuntil(b"\r\n\r\n")
                 except asyncio.IncompleteReadError as exc:
                     if reused and not exc.partial:
+                        raise _StaleConnection from None
+                    raise
+                except ConnectionError:
+                    # Reset before any answer on a reused connection: the server closed it idle
+                    # (keep-alive timeout) as the request went out; HTTP clients send again.
+                    if reused:
                         raise _StaleConnection from None
                     raise
                 lower = head.lower()
