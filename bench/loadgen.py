@@ -107,6 +107,12 @@ class _StaleConnection(Exception):
     """The server closed a reused keep-alive connection before answering."""
 
 
+def _dropped(conn) -> bool:
+    """The server closed (or reset) this idle keep-alive connection."""
+    reader, writer = conn
+    return writer.transport.is_closing() or reader.at_eof() or reader.exception() is not None
+
+
 class _Pool:
     def __init__(self, host: str, port: int, limit: int) -> None:
         self.host, self.port, self.limit = host, port, limit
@@ -115,8 +121,12 @@ class _Pool:
         self.waiters: list[asyncio.Future] = []
 
     async def acquire(self):
-        if self.idle:
-            return self.idle.pop(), True
+        while self.idle:
+            conn = self.idle.pop()
+            if not _dropped(conn):
+                return conn, True
+            self.open -= 1  # closed by the server while idle (as HTTP clients' pools check)
+            conn[1].close()
         if self.open >= self.limit:
             future = asyncio.get_running_loop().create_future()
             self.waiters.append(future)
