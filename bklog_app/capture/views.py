@@ -1,7 +1,9 @@
 """The capture endpoints: decode, authenticate by project token, rate-limit, enqueue, answer.
 
-A 200 means the request's events are in Redis as one Celery message. If Redis does not take
-the message, the answer is 503 and nothing was enqueued, so the SDK's retry is safe.
+A 200 means the request's events are in Redis, in a Celery message the request may share with
+others this process received within CAPTURE_LINGER_MS (pipeline/ingestion/coalesce.py). If
+Redis does not take the message, the answer is 503 and nothing was enqueued, so the SDK's retry
+is safe.
 """
 
 import ipaddress
@@ -59,7 +61,7 @@ def _capture(request, endpoint: str) -> None:
 
 
 def accept_events(request, token: str | None, events: list[dict], sent_at: str | None) -> None:
-    """Authenticate by token, rate-limit, and enqueue the events as one message.
+    """Authenticate by token, rate-limit, and enqueue the events (returns once they are in Redis).
 
     The token's project comes from this process's cache; whether a project changed since (the
     epoch in pipeline/ingestion/projects.py) is checked in the same Redis round trip as the
