@@ -88,7 +88,7 @@ def claim(items: Sequence[Claim]) -> list[bool]:
 
 def confirm(items: Sequence[Claim]) -> None:
     """Once ClickHouse has accepted the INSERT of these claims: mark their messages done."""
-    message_ids = sorted({item.message_id for item in items})
+    message_ids = {item.message_id for item in items}
     if not message_ids:
         return
     pipe = get_redis().pipeline(transaction=False)
@@ -98,7 +98,7 @@ def confirm(items: Sequence[Claim]) -> None:
 
 
 def _done_messages(message_ids: set[str]) -> set[str]:
-    ordered = sorted(message_ids)
+    ordered = list(message_ids)
     flags = get_redis().mget([_done_key(message_id) for message_id in ordered])
     return {message_id for message_id, flag in zip(ordered, flags, strict=True) if flag is not None}
 

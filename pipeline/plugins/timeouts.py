@@ -35,11 +35,12 @@ def call_with_time_limit(fn: Callable[..., T], args: tuple, seconds: float, what
     """Call `fn(*args)`; raise PluginTimeoutError if it runs longer than `seconds`."""
     if seconds <= 0:
         return fn(*args)
-    token = _current.set((time.monotonic() + seconds, what, seconds))
+    limit = (time.monotonic() + seconds, what, seconds)  # (deadline, what, seconds), computed once
+    token = _current.set(limit)
     try:
         if _HAS_ITIMER and threading.current_thread() is threading.main_thread():
-            return _with_alarm(fn, args, seconds, what)
-        return _with_trace(fn, args, seconds, what)
+            return _with_alarm(fn, args, limit)
+        return _with_trace(fn, args, limit)
     finally:
         _current.reset(token)
 
@@ -84,13 +85,13 @@ def _on_alarm(_signum, _frame) -> Any:
         _arm(min(d for d, _, _ in _alarms))
 
 
-def _with_alarm(fn: Callable[..., T], args: tuple, seconds: float, what: str) -> T:
+def _with_alarm(fn: Callable[..., T], args: tuple, limit: tuple[float, str, float]) -> T:
     global _handler_installed
     if not _handler_installed:  # first call in this process (or in a forked child)
         signal.signal(signal.SIGALRM, _on_alarm)
         _handler_installed = True
-    deadline = time.monotonic() + seconds
-    _alarms.append((deadline, what, seconds))
+    deadline = limit[0]
+    _alarms.append(limit)
     if _armed_for is None or _armed_for > deadline:
         _arm(deadline)
     try:
@@ -99,8 +100,8 @@ def _with_alarm(fn: Callable[..., T], args: tuple, seconds: float, what: str) ->
         _alarms.pop()
 
 
-def _with_trace(fn: Callable[..., T], args: tuple, seconds: float, what: str) -> T:
-    deadline = time.monotonic() + seconds
+def _with_trace(fn: Callable[..., T], args: tuple, limit: tuple[float, str, float]) -> T:
+    deadline, what, seconds = limit
     previous = sys.gettrace()
 
     def tracer(_frame, _event, _arg):
