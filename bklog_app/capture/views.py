@@ -30,28 +30,28 @@ BATCH_PATHS = ("batch",)
 ACCEPTED = orjson.dumps({"status": 1})
 
 
+METHOD_NOT_ALLOWED = orjson.dumps(
+    {"type": "validation_error", "code": "method_not_allowed", "detail": "Use POST (or GET with ?data=).", "attr": None}
+)
+
+
 @csrf_exempt
-def capture(request, endpoint: str = "e"):
+def capture(request, endpoint: str = "e") -> HttpResponse:
+    """The URLconf's way in; Gunicorn's goes through bklog_app/capture/fastpath.py. Both answer with `answer`."""
+    return _response(request, *answer(request, endpoint))
+
+
+def answer(request, endpoint: str) -> tuple[int, bytes]:
+    """The status and JSON body for a capture request (`request`: Django's, or the fast path's)."""
     if request.method == "OPTIONS":
-        return _cors(request, HttpResponse(status=204))
+        return 204, b""
     if request.method not in ("GET", "POST"):
-        return _cors(
-            request,
-            _json(
-                405,
-                {
-                    "type": "validation_error",
-                    "code": "method_not_allowed",
-                    "detail": "Use POST (or GET with ?data=).",
-                    "attr": None,
-                },
-            ),
-        )
+        return 405, METHOD_NOT_ALLOWED
     try:
         _capture(request, endpoint)
     except CaptureError as error:
-        return error_response(request, error)
-    return _cors(request, HttpResponse(ACCEPTED, content_type="application/json"))
+        return refusal(error)
+    return 200, ACCEPTED
 
 
 def _capture(request, endpoint: str) -> None:
@@ -113,10 +113,23 @@ def _project(token: str, *, check_epoch: bool) -> ProjectInfo | None:
         ) from exc
 
 
-def error_response(request, error: CaptureError) -> HttpResponse:
+def refusal(error: CaptureError) -> tuple[int, bytes]:
     if error.status >= 500:
         logger.error("capture refused", status=error.status, code=error.code, detail=error.detail)
-    return _cors(request, _json(error.status, error.body()))
+    return error.status, orjson.dumps(error.body())
+
+
+def error_response(request, error: CaptureError) -> HttpResponse:
+    return _response(request, *refusal(error))
+
+
+def _response(request, status: int, body: bytes) -> HttpResponse:
+    response = (
+        HttpResponse(body, status=status, content_type="application/json") if body else HttpResponse(status=status)
+    )
+    for name, value in cors_headers(request):
+        response[name] = value
+    return response
 
 
 def _check_rate_limit(project_id: int, per_minute: int, events: int) -> None:
@@ -156,17 +169,15 @@ def _is_trusted(address: str | None) -> bool:
     return any(ip in ipaddress.ip_network(proxy, strict=False) for proxy in settings.CAPTURE_TRUSTED_PROXIES)
 
 
-def _json(status: int, body: dict) -> HttpResponse:
-    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
-
-
-def _cors(request, response: HttpResponse) -> HttpResponse:
+def cors_headers(request) -> list[tuple[str, str]]:
     """Browsers' SDKs post from other origins, with credentials."""
     origin = request.headers.get("Origin")
-    if origin:
-        response["Access-Control-Allow-Origin"] = origin
-        response["Access-Control-Allow-Credentials"] = "true"
-        response["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-        response["Access-Control-Allow-Headers"] = "X-Requested-With, Content-Type, Content-Encoding"
-        response["Vary"] = "Origin"
-    return response
+    if not origin:
+        return []
+    return [
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+        ("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Content-Encoding"),
+        ("Vary", "Origin"),
+    ]

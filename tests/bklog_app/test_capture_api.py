@@ -114,6 +114,13 @@ def test_form_data_field(client, project):
     assert queued_messages()[0]["events"][0]["event"] == "clicked"
 
 
+def test_multipart_form_data_field(client, project):
+    data = json.dumps({"api_key": project.api_token, **event()})
+    response = client.post("/e/?compression=", data={"data": data})  # the test client's default: multipart
+    assert response.status_code == 200
+    assert queued_messages()[0]["events"][0]["event"] == "clicked"
+
+
 def test_form_data_base64_with_spaces_for_plus(client, project):
     payload = json.dumps({"api_key": project.api_token, **event(properties={"q": "??>>"})})
     encoded = base64.b64encode(payload.encode()).decode()

@@ -56,7 +56,7 @@ def test_an_unexpected_error_is_a_json_500_with_the_request_id(fast, project, mo
     def broken(request, endpoint):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(fastpath, "capture", broken)
+    monkeypatch.setattr(fastpath, "answer", broken)
     with caplog.at_level(logging.ERROR):
         response = post_event(fast, project.api_token, **{"X-Request-Id": "req-boom"})
     assert response.status_code == 500
