@@ -8,7 +8,7 @@ the other events of the batch are unaffected.
 """
 
 import uuid as uuid_module
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -92,9 +92,6 @@ class Changes:
         }
 
 
-_PERSON_FIELDS = [f.name for f in fields(WorkingPerson)]
-
-
 class _Savepoint:
     """Undo log for one event: restores touched persons, owners and new ids on failure."""
 
@@ -106,7 +103,10 @@ class _Savepoint:
 
     def touch(self, person: WorkingPerson) -> None:
         if id(person) not in self.persons:
-            self.persons[id(person)] = (person, {name: getattr(person, name) for name in _PERSON_FIELDS})
+            self.persons[id(person)] = (
+                person,
+                vars(person).copy(),
+            )  # field values; properties are replaced, never changed in place
 
     def rollback(self) -> None:
         for person, saved in self.persons.values():

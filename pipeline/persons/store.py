@@ -21,9 +21,10 @@ from django.db.models import Case, UUIDField, Value, When
 from bklog_app.persons.models import Person, PersonDistinctId
 from pipeline.persons import overrides, rows
 from pipeline.persons.cache import DistinctIdCache
+from pipeline.persons.lookups import AnyOf  # noqa: F401 (registers the `any` lookup)
 from pipeline.persons.state import BatchState, Changes, StoredPerson
 
-# Ids per IN (...) list: under SQLite's historic 999-parameter limit.
+# Ids per query: under SQLite's historic 999-parameter limit for IN (...) lists.
 CHUNK = 900
 
 # PostgreSQL SQLSTATEs that mean "another transaction got in the way; run yours again".
@@ -83,7 +84,7 @@ def write(project_id: int, state: BatchState, changes: Changes, on_commit: Calla
 def _versions(project_id: int, uuids: set[UUID]) -> dict[UUID, int]:
     versions: dict[UUID, int] = {}
     for chunk in _chunks(sorted(uuids)):
-        versions.update(Person.objects.filter(project_id=project_id, uuid__in=chunk).values_list("uuid", "version"))
+        versions.update(Person.objects.filter(project_id=project_id, uuid__any=chunk).values_list("uuid", "version"))
     return versions
 
 
@@ -91,7 +92,7 @@ def _load_by_distinct_id(project_id: int, distinct_ids: Sequence[str]) -> dict[s
     persons: dict[UUID, StoredPerson] = {}
     result: dict[str, StoredPerson] = {}
     for chunk in _chunks(distinct_ids):
-        rows = PersonDistinctId.objects.filter(project_id=project_id, distinct_id__in=chunk).values_list(
+        rows = PersonDistinctId.objects.filter(project_id=project_id, distinct_id__any=chunk).values_list(
             "distinct_id",
             "person_id",
             "person__properties",
@@ -113,7 +114,7 @@ def _lock_and_check(project_id: int, expected: dict[UUID, int]) -> None:
     for chunk in _chunks(sorted(expected)):
         current.update(
             Person.objects.select_for_update()
-            .filter(project_id=project_id, uuid__in=chunk)
+            .filter(project_id=project_id, uuid__any=chunk)
             .order_by("uuid")
             .values_list("uuid", "version")
         )
