@@ -1,12 +1,16 @@
-"""The benchmark harness's pieces, without the stack: nothing here asserts on timing.
+"""The benchmark harness's pieces, without the stack: nothing here asserts on timing (but for lower
+bounds that a test server's own pauses guarantee).
 
-The load generator runs (in its own process, as in a bench) against a tiny loopback HTTP/1.1
-server that counts what it received; the statistics and the results file are checked on known
-numbers.
+The load generator runs (in its own process, as in a bench) against tiny loopback HTTP/1.1
+servers that count what they received: Python's http.server, and raw sockets for what it cannot
+do (an answer in pieces, a keep-alive connection closed unannounced). The statistics and the
+results file are checked on known numbers.
 """
 
 import json
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -36,9 +40,16 @@ class _CountingHandler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def counting_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _CountingHandler)
+class _ClosingHandler(_CountingHandler):
+    """Answers with `Connection: close` and closes the connection."""
+
+    def end_headers(self):
+        self.send_header("Connection", "close")
+        super().end_headers()
+
+
+def _serve_http(handler):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     server.lock = threading.Lock()
     server.bodies = []
@@ -47,6 +58,110 @@ def counting_server():
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def counting_server():
+    yield from _serve_http(_CountingHandler)
+
+
+@pytest.fixture
+def closing_server():
+    yield from _serve_http(_ClosingHandler)
+
+
+class _RawServer:
+    """A loopback HTTP/1.1 server on raw sockets, a thread per connection, each running
+    `serve(server, conn, stream)`; `bodies` are the requests it answered."""
+
+    ANSWER_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n"
+    KEEP_ALIVE_HEAD = ANSWER_HEAD + b"connection: keep-alive\r\n\r\n"
+    ANSWER_BODY = b'{"status": 1}'
+
+    def __init__(self, serve):
+        self.serve = serve
+        self.lock = threading.Lock()
+        self.bodies = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.server_address = self.listener.getsockname()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn, conn.makefile("rb") as stream:
+            self.serve(self, conn, stream)
+
+    @staticmethod
+    def read_request(stream):
+        """The body of the next request on the connection, None once the client closed it."""
+        length = None
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        return None if length is None else stream.read(length)
+
+    def answered(self, body):
+        with self.lock:
+            self.bodies.append(body)
+
+    def close(self):
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        self.listener.close()
+
+
+def _answer_then_close(server, conn, stream):
+    """One request per connection, answered as keep-alive, then the connection is closed."""
+    body = server.read_request(stream)
+    if body is not None:
+        server.answered(body)
+        conn.sendall(server.KEEP_ALIVE_HEAD + server.ANSWER_BODY)
+
+
+def _announce_close_then_wait(server, conn, stream):
+    """Answers one request with `Connection: Close` but leaves the connection open: a request the
+    client sent on it anyway is left unanswered."""
+    body = server.read_request(stream)
+    if body is not None:
+        server.answered(body)
+        conn.sendall(server.ANSWER_HEAD + b"Connection: Close\r\n\r\n" + server.ANSWER_BODY)
+        server.read_request(stream)
+
+
+def _answer_then_drop_the_next(server, conn, stream):
+    """As a server whose idle timeout fires as the next request arrives: that one is read, left
+    unanswered, and the connection closed."""
+    _answer_then_close(server, conn, stream)
+    server.read_request(stream)
+
+
+ANSWER_PAUSE_S = 0.1
+
+
+def _answer_in_pieces(server, conn, stream):
+    """Keep-alive answers whose header block and two halves of the body are separate writes,
+    ANSWER_PAUSE_S apart."""
+    while (body := server.read_request(stream)) is not None:
+        server.answered(body)
+        conn.sendall(server.KEEP_ALIVE_HEAD)
+        time.sleep(ANSWER_PAUSE_S)
+        conn.sendall(server.ANSWER_BODY[:5])
+        time.sleep(ANSWER_PAUSE_S)
+        conn.sendall(server.ANSWER_BODY[5:])
+
+
+@pytest.fixture
+def raw_server(request):
+    server = _RawServer(request.param)
+    yield server
+    server.close()
 
 
 def _requests(server, count: int, refuse_every: int = 0) -> list[bytes]:
@@ -95,7 +210,82 @@ def test_load_generator_sends_every_request_once(counting_server, tmp_path, rate
     assert result.cpu_s >= 0
 
 
-def test_percentile_is_nearest_rank():
+def _run_load(server, tmp_path, requests, **spec):
+    path = tmp_path / "requests.bin"
+    write_requests(path, requests)
+    host, port = server.server_address
+    return run_in_subprocess(LoadSpec(host=host, port=port, requests_path=str(path), max_seconds=30, **spec))
+
+
+def _bodies(requests):
+    return sorted(r.split(b"\r\n\r\n", 1)[1] for r in requests)
+
+
+@pytest.mark.parametrize("rate", [200.0, None], ids=["open-loop", "closed-loop"])
+def test_load_generator_opens_a_new_connection_after_connection_close(closing_server, tmp_path, rate):
+    requests = _requests(closing_server, 60)
+
+    result = _run_load(closing_server, tmp_path, requests, rate=rate, connections=2)
+
+    assert sorted(closing_server.bodies) == _bodies(requests)
+    assert result.sent == result.completed == result.ok == 60
+    assert result.errors == result.retries == result.unfinished == 0
+
+
+@pytest.mark.parametrize("rate", [200.0, None], ids=["open-loop", "closed-loop"])
+@pytest.mark.parametrize("raw_server", [_announce_close_then_wait], indirect=True)
+def test_load_generator_does_not_reuse_a_connection_announced_closed(raw_server, tmp_path, rate):
+    requests = _requests(raw_server, 20)
+
+    result = _run_load(raw_server, tmp_path, requests, rate=rate, connections=2)
+
+    assert sorted(raw_server.bodies) == _bodies(requests)
+    assert result.sent == result.completed == result.ok == 20
+    assert result.errors == result.retries == result.unfinished == 0  # a reuse would have needed a retry
+
+
+@pytest.mark.parametrize("rate", [50.0, None], ids=["open-loop", "closed-loop"])
+@pytest.mark.parametrize("raw_server", [_answer_then_close], indirect=True)
+def test_load_generator_drops_keep_alive_connections_closed_while_idle(raw_server, tmp_path, rate):
+    requests = _requests(raw_server, 20)
+
+    result = _run_load(raw_server, tmp_path, requests, rate=rate, connections=1)
+
+    # Whether the close was seen while idle (dropped) or only on the next write (sent again) is
+    # a race: what holds either way is that every request was answered exactly once.
+    assert sorted(raw_server.bodies) == _bodies(requests)
+    assert result.sent == result.completed == result.ok == 20
+    assert result.errors == result.unfinished == 0
+
+
+@pytest.mark.parametrize("rate", [50.0, None], ids=["open-loop", "closed-loop"])
+@pytest.mark.parametrize("raw_server", [_answer_then_drop_the_next], indirect=True)
+def test_load_generator_sends_again_what_a_reused_connection_dropped(raw_server, tmp_path, rate):
+    requests = _requests(raw_server, 20)
+
+    result = _run_load(raw_server, tmp_path, requests, rate=rate, connections=1)
+
+    assert sorted(raw_server.bodies) == _bodies(requests)
+    assert result.sent == result.completed == result.ok == 20
+    assert result.retries == 19  # every request but the first went out first on a reused connection
+    assert result.errors == result.unfinished == 0
+
+
+@pytest.mark.parametrize("raw_server", [_answer_in_pieces], indirect=True)
+def test_load_generator_reads_an_answer_in_pieces_and_counts_the_wait(raw_server, tmp_path):
+    requests = _requests(raw_server, 3)
+
+    result = _run_load(raw_server, tmp_path, requests, rate=100.0, connections=1)
+
+    assert sorted(raw_server.bodies) == _bodies(requests)
+    assert result.completed == result.ok == 3
+    assert result.errors == result.unfinished == 0
+    # Lower bounds the server's pauses guarantee, not timings: request k is due k * 10 ms after
+    # the start, waits for the one connection, and its answer takes two pauses after k others'.
+    answer_ms = 2 * ANSWER_PAUSE_S * 1000
+    for k, latency in enumerate(result.latencies_ms):
+        assert latency >= (k + 1) * answer_ms - k * 10
+
     values = list(range(1, 101))  # 1..100
     assert percentile(values, 50) == 50
     assert percentile(values, 99) == 99
