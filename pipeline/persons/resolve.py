@@ -90,15 +90,18 @@ def _resolve(project_id: int, events: Sequence[dict]) -> list[Outcome]:
     distinct_ids = _distinct_ids(events)
     cache = get_cache()
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        # A retry reads everything from the database: the conflict may come from cached state.
-        loaded = store.load(project_id, distinct_ids, cache if attempt == 1 else None)
-        state = BatchState(loaded)
-        outcomes = [state.apply(event) for event in events]
-        changes = state.changes()
-        if changes.empty:
-            return outcomes
         try:
-            store.write(project_id, state, changes, on_commit=lambda s=state: cache.put_many(project_id, s.committed()))
+            with store.one_batch_at_a_time(project_id):
+                # A retry reads everything from the database: the conflict may come from cached state.
+                loaded = store.load(project_id, distinct_ids, cache if attempt == 1 else None)
+                state = BatchState(loaded)
+                outcomes = [state.apply(event) for event in events]
+                changes = state.changes()
+                if changes.empty:
+                    return outcomes
+                store.write(
+                    project_id, state, changes, on_commit=lambda s=state: cache.put_many(project_id, s.committed())
+                )
         except store.Conflict as conflict:
             logger.info("persons changed under this batch; recomputing it", project_id=project_id, reason=str(conflict))
             cache.discard(project_id, distinct_ids)

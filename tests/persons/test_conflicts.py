@@ -1,14 +1,21 @@
 """What happens when another writer gets in between this batch's read and its write.
 
 The other writer is real: right after this batch has read its persons, a second resolve (with a
-cache of its own, like another worker process) commits its change. No database call is faked.
+cache of its own, like another worker process) commits its change. No database call is faked,
+but the batches' turn-taking on PostgreSQL (`store.one_batch_at_a_time`) is left out: it keeps
+ingestion batches from racing, and what these tests check, the version check under it, is what
+guards against the writers that take no turn (the persons API). The turns themselves:
+`test_batches_of_one_project_take_turns` at the end.
 """
 
+import contextlib
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 import pipeline.persons.cache as cache_module
 from bklog_app.models import DeadLetter
@@ -29,6 +36,11 @@ def empty_cache():
     get_cache().clear()
     yield
     get_cache().clear()
+
+
+@pytest.fixture
+def no_turns(monkeypatch):
+    monkeypatch.setattr(store, "one_batch_at_a_time", lambda project_id: contextlib.nullcontext())
 
 
 def another_process_writes_after_each_read(monkeypatch, project_id: int, make_events, times: int = 1) -> list:
@@ -57,7 +69,7 @@ def ids_of(person_uuid) -> set[str]:
     return set(PersonDistinctId.objects.filter(person_id=person_uuid).values_list("distinct_id", flat=True))
 
 
-def test_person_merged_away_meanwhile_is_recomputed(project, monkeypatch):
+def test_person_merged_away_meanwhile_is_recomputed(project, monkeypatch, no_turns):
     (_, _), (y_person, _) = resolve(project.id, [normalised("e", "x"), normalised("e", "y")])[0]
     get_cache()  # the interleaving swaps caches, so make sure ours exists
     other = another_process_writes_after_each_read(
@@ -72,7 +84,7 @@ def test_person_merged_away_meanwhile_is_recomputed(project, monkeypatch):
     assert survivor.properties == {"mine": 1}
 
 
-def test_distinct_id_created_meanwhile_is_merged_not_duplicated(project, monkeypatch):
+def test_distinct_id_created_meanwhile_is_merged_not_duplicated(project, monkeypatch, no_turns):
     (_, _), (anon_2_person, _) = resolve(project.id, [normalised("e", "anon-1"), normalised("e", "anon-2")])[0]
     get_cache()
     other = another_process_writes_after_each_read(
@@ -86,7 +98,7 @@ def test_distinct_id_created_meanwhile_is_merged_not_duplicated(project, monkeyp
     assert results[0][0] == survivor.uuid and warnings == []
 
 
-def test_endless_contention_retries_the_batch_later(project, monkeypatch):
+def test_endless_contention_retries_the_batch_later(project, monkeypatch, no_turns):
     resolve(project.id, [normalised("e", "x")])
     get_cache()
     counter = iter(range(100))
@@ -148,3 +160,44 @@ def test_a_bug_in_one_events_person_handling_loses_no_other_event(project, monke
     stored = list_events(project.id)
     assert sorted(e["distinct_id"] for e in stored) == ["u0", "u2"]
     assert all(e["person_id"] for e in stored)
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="SQLite's IMMEDIATE transactions already serialise writers"
+)
+def test_batches_of_one_project_take_turns(project, monkeypatch):
+    """A batch waits for the project's turn (held here by another connection, as by another
+    worker's batch), then reads what that one committed: computed once, not redone."""
+    resolve(project.id, [normalised("e", "u1", **{"$set": {"n": 1}})])
+    get_cache().clear()
+    loads = []
+    real_load = store.load
+    monkeypatch.setattr(store, "load", lambda *args, **kwargs: loads.append(1) or real_load(*args, **kwargs))
+    other = connections.create_connection("default")
+    done: list = []
+
+    def batch() -> None:
+        try:
+            done.append(resolve(project.id, [normalised("e", "u1", **{"$set": {"m": 2}})])[0][0])
+        finally:
+            connections.close_all()
+
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [(store.LOCK_NAMESPACE << 32) | project.id])
+        thread = threading.Thread(target=batch)
+        thread.start()
+        time.sleep(0.5)
+        assert not done and not loads, "the batch waits for its turn before it reads"
+        with other.cursor() as cursor:
+            cursor.execute(
+                "UPDATE persons_person SET properties = %s, version = version + 1 WHERE project_id = %s",
+                ['{"n": 1, "theirs": true}', project.id],
+            )
+        other.commit()
+        thread.join(timeout=10)
+    finally:
+        other.close()
+    assert done and done[0][1] == {"n": 1, "theirs": True, "m": 2}, done
+    assert len(loads) == 1, "read once: nothing to recompute"
