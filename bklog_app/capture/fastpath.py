@@ -70,7 +70,7 @@ class CaptureFastPath:
         finally:
             request.close()
             _release_database_connection()
-        headers = [("Content-Length", str(len(body))), ("X-Request-Id", request_id), *NOSNIFF]
+        headers = [("Content-Length", str(len(body))), ("X-Request-Id", request_id), NOSNIFF]
         if body:
             headers.append(JSON)
         headers += cors_headers(request)
@@ -134,7 +134,7 @@ class _Headers:
         return self.environ.get(key, default)
 
 
-NOSNIFF = (("X-Content-Type-Options", "nosniff"),)
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
 JSON = ("Content-Type", "application/json")
 _STATUS_LINES: dict[int, str] = {}
 
