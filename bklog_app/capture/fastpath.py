@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from functools import cached_property
+from functools import cache, cached_property
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
@@ -136,14 +136,11 @@ class _Headers:
 
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
 JSON = ("Content-Type", "application/json")
-_STATUS_LINES: dict[int, str] = {}
 
 
+@cache
 def _status_line(status: int) -> str:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        line = _STATUS_LINES[status] = f"{status} {HTTPStatus(status).phrase}"
-    return line
+    return f"{status} {HTTPStatus(status).phrase}"
 
 
 def _release_database_connection() -> None:

@@ -28,8 +28,6 @@ logger = structlog.get_logger(__name__)
 
 BATCH_PATHS = ("batch",)
 ACCEPTED = orjson.dumps({"status": 1})
-
-
 METHOD_NOT_ALLOWED = orjson.dumps(
     {"type": "validation_error", "code": "method_not_allowed", "detail": "Use POST (or GET with ?data=).", "attr": None}
 )

@@ -98,9 +98,9 @@ def confirm(items: Sequence[Claim]) -> None:
 
 
 def _done_messages(message_ids: set[str]) -> set[str]:
-    ordered = list(message_ids)
-    flags = get_redis().mget([_done_key(message_id) for message_id in ordered])
-    return {message_id for message_id, flag in zip(ordered, flags, strict=True) if flag is not None}
+    ids = list(message_ids)
+    flags = get_redis().mget([_done_key(message_id) for message_id in ids])
+    return {message_id for message_id, flag in zip(ids, flags, strict=True) if flag is not None}
 
 
 def _mark_stored(items: Sequence[Claim]) -> None:

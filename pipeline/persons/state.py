@@ -103,10 +103,8 @@ class _Savepoint:
 
     def touch(self, person: WorkingPerson) -> None:
         if id(person) not in self.persons:
-            self.persons[id(person)] = (
-                person,
-                vars(person).copy(),
-            )  # field values; properties are replaced, never changed in place
+            # Field values; properties are replaced, never changed in place.
+            self.persons[id(person)] = (person, vars(person).copy())
 
     def rollback(self) -> None:
         for person, saved in self.persons.values():
