@@ -28,10 +28,12 @@ timeout = _env_int("GUNICORN_TIMEOUT", 30)
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 30)
 keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
 # Recycle workers now and then (leaks in third-party code); jitter spreads the restarts.
-# A recycled worker imports Django again (a second or more of CPU): at capture rates, every
-# 10,000 requests cost about a tenth of a millisecond per request.
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 100_000)
-max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 10_000)
+# A recycle is not free at capture rates: the new worker imports Django again (1-2 s of CPU
+# that the other worker's requests wait behind) and the old one's keep-alive clients all
+# reconnect at once. At 100,000 a worker recycled every minute or two at 1,000 req/s and each
+# recycle showed as a latency spike of 100-200 ms; a million is a quarter of an hour at that rate.
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 1_000_000)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 100_000)
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 logger_class = "bklog_app.gunicorn_logging.AccessLogger"  # capture requests: no access line by default
 # %(M)s: request time in milliseconds.
