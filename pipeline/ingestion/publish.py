@@ -8,6 +8,13 @@ Celery version writes), and it is wrapped the way kombu's Redis transport wraps 
 base64, the envelope that `Channel._put` LPUSHes onto the queue's list), then pushed with a
 long-lived redis-py client: about 0.15 ms. Workers cannot tell the difference.
 
+The body is zlib-compressed, as `apply_async(compression="zlib")` writes it (kombu's
+"application/x-gzip" header; kombu decompresses before Celery sees it). A capture message's JSON
+shrinks four- to sixfold, and it is written to Redis three times (the queue, the journal, kombu's
+unacknowledged copy), each time to Redis's append-only file too: the file grew by 3.6 KB per
+single-event request on the bench and was rewritten every minute or two, a fork and seconds of
+a core each time. A backlog while ClickHouse is down takes as much less memory.
+
 The push is a Lua script. In the same round trip it records the message in the capture journal
 (pipeline/ingestion/journal.py says why), and, given a guard, pushes only while a key holds a
 value: the capture endpoint uses that to check that no project changed since it cached the
@@ -21,6 +28,7 @@ import base64
 import json
 import time
 import uuid
+import zlib
 from functools import lru_cache
 from typing import Any
 
@@ -33,6 +41,8 @@ from pipeline.redis import REDIS_ERRORS
 # kombu's Redis transport: the anonymous exchange routes by queue name; priority 0 is the bare list.
 _DELIVERY_MODE_PERSISTENT = 2
 _RETRY_DELAYS = (0.1, 0.3)  # as apply_async's retry policy: two retries, then the caller answers 503
+COMPRESSION = "application/x-gzip"  # kombu's name for zlib
+_COMPRESSION_LEVEL = 1  # the fastest: most of what a higher level would save, at half the CPU
 
 
 def is_redis_broker() -> bool:
@@ -45,12 +55,12 @@ def task_message(task, kwargs: dict[str, Any], kwargsrepr: str, task_id: str | N
     message = task.app.amqp.as_task_v2(
         task_id, task.name, args=(), kwargs=kwargs, argsrepr="()", kwargsrepr=kwargsrepr, ignore_result=True
     )
-    body = _dumps(list(message.body))  # (args, kwargs, embed)
+    body = zlib.compress(_dumps(list(message.body)), _COMPRESSION_LEVEL)  # (args, kwargs, embed)
     envelope = {
         "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": message.headers,
+        "headers": {**message.headers, "compression": COMPRESSION},
         "properties": {
             **message.properties,
             "delivery_mode": _DELIVERY_MODE_PERSISTENT,
@@ -61,6 +71,15 @@ def task_message(task, kwargs: dict[str, Any], kwargsrepr: str, task_id: str | N
         },
     }
     return _dumps(envelope)
+
+
+def message_body(raw: bytes) -> list:
+    """(args, kwargs, embed) of a task message as it sits in a queue: ours, or apply_async's."""
+    envelope = orjson.loads(raw)
+    body = base64.b64decode(envelope["body"])
+    if envelope["headers"].get("compression") == COMPRESSION:
+        body = zlib.decompress(body)
+    return orjson.loads(body)
 
 
 class GuardChanged(Exception):

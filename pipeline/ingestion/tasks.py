@@ -13,12 +13,10 @@ lost between the queue and the unacked set comes back through the capture journa
 date and `sweep_journal` reads.
 """
 
-import base64
 import time
 import uuid
 from functools import lru_cache
 
-import orjson
 import structlog
 from celery_batches import Batches, SimpleRequest
 from django.conf import settings
@@ -264,8 +262,7 @@ def sweep_journal() -> None:
 
 def _republish(raw: bytes) -> str:
     """A lost message, as a new message (new id) with the same arguments."""
-    envelope = orjson.loads(raw)
-    _args, kwargs, _embed = orjson.loads(base64.b64decode(envelope["body"]))
+    _args, kwargs, _embed = publish.message_body(raw)
     return publish_journaled(kwargs)
 
 

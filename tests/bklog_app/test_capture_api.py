@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 
+from pipeline.ingestion import publish
 from pipeline.ingestion.coalesce import parts_of
 from pipeline.queues import Queue
 from pipeline.redis import get_redis
@@ -40,8 +41,7 @@ def queued_messages() -> list[dict]:
     raw = get_redis().lrange(Queue.INGESTION.value, 0, -1)
     messages = []
     for item in reversed(raw):  # kombu LPUSHes: the oldest is last
-        envelope = json.loads(item)
-        body = json.loads(base64.b64decode(envelope["body"]))
+        body = publish.message_body(item)
         messages.extend(parts_of(body[1]))  # (args, kwargs, embed)
     return messages
 

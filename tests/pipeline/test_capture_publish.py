@@ -2,7 +2,6 @@
 and the epoch guard that replaces a Redis read per request.
 """
 
-import base64
 import json
 import uuid
 
@@ -34,7 +33,7 @@ def test_the_message_is_the_one_apply_async_writes(servers):
     scratch = _client_for(broker)
     scratch.delete(Queue.INGESTION.value)
     with Connection(broker) as connection:
-        ingest_batch.apply_async(kwargs=KWARGS, connection=connection)
+        ingest_batch.apply_async(kwargs=KWARGS, connection=connection, compression="zlib")
     [celery_bytes] = scratch.lrange(Queue.INGESTION.value, 0, -1)
     scratch.delete(Queue.INGESTION.value)
 
@@ -53,8 +52,18 @@ def test_the_message_is_the_one_apply_async_writes(servers):
     assert {k: v for k, v in ours["properties"].items() if k not in per_message} == {
         k: v for k, v in celery["properties"].items() if k not in per_message
     }
-    # Same body, big integers and non-ASCII text included.
-    assert json.loads(base64.b64decode(ours["body"])) == json.loads(base64.b64decode(celery["body"]))
+    # Same body, big integers and non-ASCII text included, compressed as Celery compresses it.
+    assert ours["headers"]["compression"] == celery["headers"]["compression"] == publish.COMPRESSION
+    assert publish.message_body(json.dumps(ours)) == publish.message_body(celery_bytes)
+
+
+def test_a_message_of_many_events_is_a_fraction_of_their_json():
+    events = [{"event": "$pageview", "distinct_id": f"user-{n}", "properties": {"$current_url": "/a", "n": n}}
+              for n in range(50)]  # fmt: skip
+    kwargs = {**KWARGS, "events": events}
+    envelope = json.loads(publish.task_message(ingest_batch, kwargs, "short"))
+    assert len(envelope["body"]) < len(orjson.dumps(kwargs)) / 3
+    assert publish.message_body(json.dumps(envelope))[1] == kwargs
 
 
 def test_a_guarded_publish_pushes_only_while_the_key_holds(servers):

@@ -2,14 +2,13 @@
 within the linger share one message, each is answered only once that message is published, a
 failed publish fails every request in it, and a worker stores every part of such a message."""
 
-import base64
 import threading
 import uuid
 
-import orjson
 import pytest
 from django.test import override_settings
 
+from pipeline.ingestion import publish
 from pipeline.ingestion.coalesce import Coalescer, events_in, parts_of
 from pipeline.ingestion.publish import GuardChanged
 from pipeline.ingestion.tasks import enqueue_capture, ingest_batch
@@ -152,7 +151,7 @@ def test_concurrent_captures_go_as_one_message_and_every_part_is_stored(project,
         assert outcomes == [None] * len(requests)
         queued = broker.lrange(ingest_batch.queue, 0, -1)
         assert len(queued) == 1
-        kwargs = orjson.loads(base64.b64decode(orjson.loads(queued[0])["body"]))[1]
+        kwargs = publish.message_body(queued[0])[1]
         assert sorted(len(p["events"]) for p in kwargs["parts"]) == sorted(len(events) for events in requests)
 
         make_worker("ingestion", CELERY_BROKER_URL=url)
