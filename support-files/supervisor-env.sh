@@ -14,9 +14,12 @@ export BKLOG_INGESTION_CONCURRENCY="${BKLOG_INGESTION_CONCURRENCY:-2}"
 export BKLOG_DEFAULT_CONCURRENCY="${BKLOG_DEFAULT_CONCURRENCY:-2}"
 export BKLOG_SCHEDULED_CONCURRENCY="${BKLOG_SCHEDULED_CONCURRENCY:-1}"
 export BKLOG_ASYNC_EXPORT_CONCURRENCY="${BKLOG_ASYNC_EXPORT_CONCURRENCY:-1}"
-# Celery workers and beat run this much nicer than the web process: when both cores are busy,
-# the scheduler serves capture requests first (their latency is what clients see) and batch
-# work takes the rest; over time ingestion still gets all the CPU the web does not use.
+# Celery workers and beat (and the local ClickHouse) run under Linux's SCHED_IDLE policy: when
+# the cores are busy the scheduler serves capture requests first, at once, since their latency
+# is what clients see, and batch work takes the rest; over time ingestion still gets all the CPU
+# the web does not use (under a sustained overload it waits, its messages safe in Redis).
+# `other` is the default Linux policy, where BKLOG_WORKER_NICE alone sets the share.
+export BKLOG_WORKER_CPU_POLICY="${BKLOG_WORKER_CPU_POLICY:-idle}"
 export BKLOG_WORKER_NICE="${BKLOG_WORKER_NICE:-5}"
 # Longer than the longest task's soft time limit, so a stopping worker finishes its task (an
 # export interrupted anyway resumes from its last chunk; ingestion acks late and requeues).

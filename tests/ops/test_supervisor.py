@@ -135,6 +135,11 @@ def test_supervisor_runs_restarts_and_respawns_without_losing_events(supervisor,
     for log in ("web.log", "worker-ingestion.log", "worker-default.log", "worker-scheduled.log",
                 "worker-async-export.log", "beat.log"):  # fmt: skip
         assert (supervisor.var_dir / "log" / log).exists(), log
+    # Batch work runs on the CPU the web process leaves (BKLOG_WORKER_CPU_POLICY=idle); the web
+    # process keeps the default policy.
+    for name, (_, pid) in status.items():
+        policy = os.sched_getscheduler(pid)
+        assert policy == (os.SCHED_OTHER if name == "bklog-web" else os.SCHED_IDLE), (name, policy)
 
     # Everyday operation: restart every worker at once.
     old_pids = {name: pid for name, (_, pid) in status.items() if name.startswith("bklog-workers:")}
