@@ -270,6 +270,27 @@ def test_load_generator_survives_keep_alive_connections_the_server_closes(raw_se
         assert result.retries == retries
 
 
+def _answer_keep_alive(server, conn, stream):
+    with server.lock:
+        server.connections = getattr(server, "connections", 0) + 1
+    while (body := server.read_request(stream)) is not None:
+        server.answered(body)
+        conn.sendall(server.KEEP_ALIVE_HEAD + server.ANSWER_BODY)
+
+
+@pytest.mark.parametrize("raw_server", [_answer_keep_alive], indirect=True)
+def test_open_loop_opens_its_pool_before_the_clock_starts(raw_server, tmp_path):
+    """At 50 requests/s, answered at once, one connection would do; all four are open before the
+    first request is due, as a keep-alive client's pool would be."""
+    requests = _requests(raw_server, 10)
+
+    result = _run_load(raw_server, tmp_path, requests, rate=50.0, connections=4)
+
+    assert sorted(raw_server.bodies) == _bodies(requests)
+    assert result.ok == 10 and result.errors == result.retries == 0
+    assert raw_server.connections == 4
+
+
 @pytest.mark.parametrize("raw_server", [_answer_in_pieces], indirect=True)
 def test_load_generator_reads_an_answer_in_pieces_and_counts_the_wait(raw_server, tmp_path):
     requests = _requests(raw_server, 3)
