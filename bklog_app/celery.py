@@ -4,6 +4,7 @@ Run a worker with `celery -A bklog_app worker --role ingestion` (or BKLOG_WORKER
 with `celery -A bklog_app beat`.
 """
 
+import gc
 import os
 
 import click
@@ -153,6 +154,16 @@ def _settle_database_connections(task=None, **_):
         from django.db import close_old_connections
 
         close_old_connections()
+
+
+@signals.worker_process_init.connect
+def _freeze_startup_objects(**_):
+    """A pool process's full garbage collections walk every object it holds, Django's and the
+    plugins' included: an ingestion batch allocates tens of thousands of dicts, so they ran often
+    and cost about a sixth of the batch's CPU on the bench (0.24 -> 0.20 ms per event frozen).
+    What exists when the process starts lives as long as the process: leave it out of them."""
+    gc.freeze()
+    structlog.get_logger(__name__).info("pool process started", frozen_objects=gc.get_freeze_count())
 
 
 @signals.worker_process_init.connect

@@ -1,5 +1,8 @@
 """The Celery app's promises: declared queues only, JSON only, explicit names, worker roles."""
 
+import re
+import time
+
 import pytest
 
 from bklog_app.celery import TASK_MODULES, app, periodic_schedule
@@ -82,3 +85,13 @@ def test_a_real_worker_consumes_only_its_roles_queues(make_worker, how):
     banner = worker.log.read_text()
     assert ".> default" in banner and ".> async_export" in banner
     assert ".> ingestion" not in banner and ".> scheduled" not in banner
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pool_processes_leave_their_startup_objects_out_of_garbage_collections(make_worker):
+    worker = make_worker("ingestion")
+    deadline = time.monotonic() + 30
+    while "pool process started" not in worker.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    frozen = re.search(r"pool process started.*frozen_objects=(\d+)", worker.log.read_text())
+    assert frozen and int(frozen.group(1)) > 10_000, worker.tail()
