@@ -117,6 +117,12 @@ def read_requests(path: Path) -> list[bytes]:
     return out
 
 
+def _client_options(sock: socket.socket) -> None:
+    """Every connection of the pool: non-blocking, and each request sent at once (no Nagle)."""
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class _Connection:
     """One keep-alive connection (a non-blocking socket) and the request in flight on it."""
 
@@ -363,8 +369,7 @@ class _Run:
             except OSError:
                 sock.close()
                 return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _client_options(sock)
             connection = _Connection(sock, -1, 0.0)
             connection.connecting = False
             self.connections[connection.fd] = connection
@@ -373,8 +378,7 @@ class _Run:
 
     def connect(self, index: int, due: float) -> None:
         sock = socket.socket(self.family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _client_options(sock)
         connection = _Connection(sock, index, due)
         self.connections[connection.fd] = connection
         self.epoll.register(connection.fd, select.EPOLLOUT)
