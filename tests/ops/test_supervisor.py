@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench.stack import Stack
 from tests.conftest import process_env
 from tests.factories import wait_for_events
 from tests.ops.processes import BIN, ROOT, http_get, http_post, wait_until
@@ -140,6 +141,11 @@ def test_supervisor_runs_restarts_and_respawns_without_losing_events(supervisor,
     for name, (_, pid) in status.items():
         policy = os.sched_getscheduler(pid)
         assert policy == (os.SCHED_OTHER if name == "bklog-web" else os.SCHED_IDLE), (name, policy)
+
+    # The bench harness reads the same table over supervisord's socket, in-process (bench/stack.py).
+    supervisord_pid = int((supervisor.var_dir / "supervisor" / "supervisord.pid").read_text())
+    expected = {name.split(":")[-1]: pid for name, (_, pid) in status.items()} | {"supervisord": supervisord_pid}
+    assert Stack(var=supervisor.var_dir).programs() == expected
 
     # Everyday operation: restart every worker at once.
     old_pids = {name: pid for name, (_, pid) in status.items() if name.startswith("bklog-workers:")}
