@@ -179,11 +179,10 @@ INGESTION_BATCH_SECONDS = env.float("INGESTION_BATCH_SECONDS", default=0.2)
 # Backoff while a dependency (ClickHouse, Redis, the database) is down: doubling, capped.
 INGESTION_RETRY_MAX_SECONDS = env.int("INGESTION_RETRY_MAX_SECONDS", default=60)
 # The capture journal (pipeline/ingestion/journal.py): how often it is swept, and how long a
-# message may go unhandled before the sweep checks whether it was lost.
-INGESTION_JOURNAL_SWEEP_SECONDS = env.int("INGESTION_JOURNAL_SWEEP_SECONDS", default=60)
-INGESTION_JOURNAL_GRACE_SECONDS = env.int(
-    "INGESTION_JOURNAL_GRACE_SECONDS", default=CELERY_VISIBILITY_TIMEOUT + INGESTION_RETRY_MAX_SECONDS + 60
-)
+# message may go unhandled before the sweep checks whether it was lost. A message lost between
+# the queue and kombu's unacked set is published again within about the sum of the two.
+INGESTION_JOURNAL_SWEEP_SECONDS = env.int("INGESTION_JOURNAL_SWEEP_SECONDS", default=30)
+INGESTION_JOURNAL_GRACE_SECONDS = env.int("INGESTION_JOURNAL_GRACE_SECONDS", default=60)
 
 PLUGINS_RELOAD_PUBSUB_CHANNEL = env.str("PLUGINS_RELOAD_PUBSUB_CHANNEL", default="reload-plugins")
 

@@ -58,7 +58,7 @@ class ChaosStack(Stack):
                 "CELERY_UNACKED_RESTORE_INTERVAL": "5",
                 "INGESTION_RETRY_MAX_SECONDS": "20",
                 # A message lost between the queue and the unacked set is published again by
-                # the journal sweep within a minute (production: past the visibility timeout).
+                # the journal sweep within a minute (production defaults: 60 s + 30 s).
                 "INGESTION_JOURNAL_GRACE_SECONDS": "45",
                 "INGESTION_JOURNAL_SWEEP_SECONDS": "10",
                 "PLUGIN_CHAIN_CACHE_SECONDS": "5",

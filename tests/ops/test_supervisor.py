@@ -107,6 +107,11 @@ def supervisor(test_database_url, servers):
         BKLOG_WORKER_STOPWAITSECS="30",
         CONSUL_ENABLED="false",
         CELERY_VISIBILITY_TIMEOUT="10",
+        # The SIGKILL below often lands while the worker handles the message just captured,
+        # between kombu's BRPOP and its unacked bookkeeping; the capture journal brings that one
+        # back (pipeline/ingestion/journal.py), here within seconds instead of 90.
+        INGESTION_JOURNAL_GRACE_SECONDS="5",
+        INGESTION_JOURNAL_SWEEP_SECONDS="5",
         LOG_LEVEL="INFO",
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the supervisord tree gets its own, under its var dir

@@ -3,6 +3,7 @@ lost (as kombu's Redis transport can lose one between BRPOP and recording it una
 published again by the sweep and stored once; messages queued, unacknowledged or stored are
 left alone."""
 
+import json
 import time
 import uuid
 
@@ -69,6 +70,23 @@ def test_unacknowledged_messages_are_left_alone(project, broker):
     assert journal.sweep(ingest_batch.queue, _republish, grace_seconds=0)["pending"] == 1
     assert client.llen(ingest_batch.queue) == 0
     assert journal_ids(client) == {message_id}
+
+
+def test_messages_kombu_pushed_back_re_encoded_are_left_alone(project, broker):
+    _, client = broker
+    requeued_id = publish_journaled(capture_kwargs(project, 2, "requeued"))
+    lost_id = publish_journaled(capture_kwargs(project, 2, "lost"))
+    requeued = orjson.loads(client.hget(journal.MESSAGES_KEY, requeued_id))
+    client.delete(ingest_batch.queue)
+    # What kombu's restore (visibility timeout, reject with requeue, warm shutdown) pushes: the
+    # message marked redelivered, serialised by kombu's json, with the same delivery tag.
+    requeued["headers"]["redelivered"] = True
+    client.lpush(ingest_batch.queue, json.dumps(requeued))
+
+    counts = journal.sweep(ingest_batch.queue, _republish, grace_seconds=0)
+    assert counts == {"old": 2, "pending": 1, "republished": 1, "gone": 0}
+    assert requeued_id in journal_ids(client) and lost_id not in journal_ids(client)
+    assert client.llen(ingest_batch.queue) == 2  # the restored message and the lost one's copy
 
 
 def test_young_entries_are_not_looked_at(project, broker):
