@@ -6,12 +6,14 @@ import uuid
 
 import orjson
 import pytest
+from django.db import connection
 from kombu import Connection
 
 from bklog_app.models import DeadLetter, IngestionWarning
 from pipeline.ingestion.batch import ingest_messages
 from pipeline.ingestion.tasks import ingest_batch
 from pipeline.storage.events import count_events, list_events
+from tests.conftest import SERVERS
 from tests.factories import wait_for_events
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -216,3 +218,26 @@ def test_a_batch_is_cut_at_its_event_limit(project, servers, make_worker):
     publish_ingest(broker, project, make_events(4, prefix="waits"))
     time.sleep(2)
     assert count_events(project.id) == 12
+
+
+@pytest.mark.skipif("postgres" not in SERVERS, reason="restarts the PostgreSQL server of the test run")
+def test_ingestion_reconnects_when_postgresql_restarts(project, servers, make_worker):
+    """PostgreSQL restarts (an upgrade, a failover) while an ingestion worker keeps its
+    connection between batches: the next batch fails on the dead connection, and its retries
+    must open a new one instead of failing on the same one until INGESTION_RETRY_MAX_SECONDS
+    (120 s in the tests) sends the messages back to the queue."""
+    broker = servers["redis"].url[:-1] + "9"  # a broker database of its own: no other worker
+    # Every batch reads the project's plugin chain from the database, outside a transaction.
+    worker = make_worker("ingestion", CELERY_BROKER_URL=broker, PLUGIN_CHAIN_CACHE_SECONDS="0")
+    sent = make_events(3, prefix="restart")
+    publish_ingest(broker, project, sent)
+    wait_for_events(project.id, len(sent))
+
+    servers["postgres"].restart()
+    connection.close()  # this process's connection died with the server too
+    after = make_events(3, prefix="restart")  # distinct ids the worker has cached
+    publish_ingest(broker, project, after)
+    assert_stored_exactly_once(project.id, sent + after, timeout=60)
+    log = worker.log.read_text()
+    assert "dependency down, retrying ingestion batch" in log  # the dead connection was hit
+    assert "messages requeued" not in log
