@@ -80,6 +80,9 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'bklog.sqlite3'}"),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+# A kept connection is checked (SELECT 1) before the first query of each task or request, and
+# replaced if the server went away meanwhile (PostgreSQL restarted, a failover).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_CONN_HEALTH_CHECKS", default=True)
 if _gevent_patched():
     # Under Gunicorn's gevent worker each request runs in a greenlet of its own, and Django
     # keeps a connection per greenlet: kept open, they would pile up until PostgreSQL refuses more.
