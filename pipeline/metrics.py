@@ -81,6 +81,12 @@ CAPTURE_MESSAGES = Counter(
     "Ingestion messages published by the capture API; each holds one or more requests "
     "(pipeline/ingestion/coalesce.py), so requests / messages is the coalescing factor.",
 )
+CAPTURE_MESSAGES_REPUBLISHED = Counter(
+    "bklog_capture_messages_republished_total",
+    "Captured messages the journal sweep published again because they were neither queued nor "
+    "being processed: lost between the queue and a worker (pipeline/ingestion/journal.py). Their "
+    "events are stored late, not lost; a steady rate means workers or Redis keep dying.",
+)
 
 # --- Ingestion ---------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from pipeline.ingestion.coalesce import Coalescer, Guard, events_in, parts_of
 from pipeline.ingestion.status import record_ingested
 from pipeline.metrics import (
     CAPTURE_MESSAGES,
+    CAPTURE_MESSAGES_REPUBLISHED,
     observe_batch_dead_lettered,
     observe_ingestion,
     observe_ingestion_requeued,
@@ -261,14 +262,16 @@ def publish_journaled(kwargs: dict, *, guard: Guard = None) -> str:
 
 
 @app.task(name="bklog.ingestion.sweep_journal", queue=Queue.SCHEDULED.value, ignore_result=True)
-def sweep_journal() -> None:
+def sweep_journal() -> dict[str, int] | None:
     """Publish again any captured message that is neither queued nor being processed (see
-    pipeline/ingestion/journal.py)."""
+    pipeline/ingestion/journal.py). Returns the sweep's counts."""
     if not publish.is_redis_broker():
-        return
+        return None
     counts = journal.sweep(ingest_batch.queue, _republish)
+    CAPTURE_MESSAGES_REPUBLISHED.inc(counts["republished"])
     if counts["old"]:
         logger.info("capture journal swept", **counts)
+    return counts
 
 
 def _republish(raw: bytes) -> str:

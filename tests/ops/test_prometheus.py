@@ -36,7 +36,10 @@ def test_promtool_accepts_the_alert_rules():
     rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
     names = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     assert {"BklogTargetDown", "BklogHighLatencyP95", "BklogHigh5xxRate", "BklogQueueBacklog", "BklogIngestionLag",
-            "BklogPluginErrorRate", "BklogDatabaseConnections", "BklogDiskSpaceLow"} <= names  # fmt: skip
+            "BklogPluginErrorRate", "BklogDatabaseConnections", "BklogDiskSpaceLow",
+            "BklogCaptureMessagesRepublished"} <= names  # fmt: skip
+    runbook = (ROOT / "README.md").read_text().split("#### What to do for each alert")[1].split("\n### ")[0]
+    assert {name for name in names if f"**{name}" not in runbook and f"{name}**" not in runbook} == set()
     backlog = next(r for g in rules["groups"] for r in g["rules"] if r["alert"] == "BklogQueueBacklog")
     assert "> 1000" in backlog["expr"]
 

@@ -12,8 +12,9 @@ import pytest
 from django.test import override_settings
 
 from pipeline.ingestion import journal
-from pipeline.ingestion.tasks import _republish, ingest_batch, publish_journaled
+from pipeline.ingestion.tasks import _republish, ingest_batch, publish_journaled, sweep_journal
 from pipeline.redis import _client_for
+from tests.ops.test_metrics import scrape, value
 from tests.pipeline.test_ingestion_e2e import assert_stored_exactly_once
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,7 +40,8 @@ def journal_ids(client) -> set[str]:
     return {member.decode() for member in client.zrange(journal.JOURNAL_KEY, 0, -1)}
 
 
-def test_a_lost_message_is_published_again_and_stored_once(project, broker, make_worker):
+def test_a_lost_message_is_published_again_and_stored_once(client, project, broker, make_worker):
+    web = client
     url, client = broker
     queued = capture_kwargs(project, 3, "queued")
     lost = capture_kwargs(project, 4, "lost")
@@ -49,9 +51,12 @@ def test_a_lost_message_is_published_again_and_stored_once(project, broker, make
     # A consumer took the message off the queue and died before recording it unacknowledged.
     assert client.lrem(ingest_batch.queue, 1, client.hget(journal.MESSAGES_KEY, lost_id)) == 1
 
-    counts = journal.sweep(ingest_batch.queue, _republish, grace_seconds=0)
+    before = value(scrape(web), "bklog_capture_messages_republished_total")
+    with override_settings(INGESTION_JOURNAL_GRACE_SECONDS=0):
+        counts = sweep_journal()
     assert counts == {"old": 2, "pending": 1, "republished": 1, "gone": 0}
     assert lost_id not in journal_ids(client) and queued_id in journal_ids(client)
+    assert value(scrape(web), "bklog_capture_messages_republished_total") == before + 1
 
     make_worker("ingestion", CELERY_BROKER_URL=url)
     assert_stored_exactly_once(project.id, queued["events"] + lost["events"], timeout=60)
