@@ -144,16 +144,23 @@ def _bind_task_context(task_id=None, task=None, **_):
     structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
 
 
+def settle_database_connections() -> None:
+    """Django's rule between requests: close a connection past CONN_MAX_AGE or left unusable by
+    an error (PostgreSQL restarted, say), keep the others; the next query opens a new one. Run
+    between tasks, and by a task before it retries after an outage. A connection inside a
+    transaction (an eager run's caller, in tests) is its owner's to close."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
+
+
 @signals.task_prerun.connect
 @signals.task_postrun.connect
 def _settle_database_connections(task=None, **_):
-    """Django's rule between requests, between tasks: close a connection past CONN_MAX_AGE or
-    left unusable by an error (PostgreSQL restarted, say), keep the others. Not in eager runs
-    (tests), where the caller's transaction owns the connection."""
     if task is not None and not getattr(task.request, "is_eager", False):
-        from django.db import close_old_connections
-
-        close_old_connections()
+        settle_database_connections()
 
 
 @signals.worker_process_init.connect

@@ -99,11 +99,11 @@ def sweep(queue: str, republish, *, grace_seconds: float | None = None) -> dict[
             raws[message_id.decode()] = raw
     tags = {message_id: _delivery_tag(raw) for message_id, raw in raws.items()}
     missing = _not_unacknowledged(client, tags)
+    if missing and client.llen(queue) > MAX_QUEUE_SCAN:
+        counts["pending"] = len(raws)
+        logger.info("journal sweep waits for the ingestion backlog to shrink", old=len(old))
+        return counts
     if missing:
-        if client.llen(queue) > MAX_QUEUE_SCAN:
-            counts["pending"] = len(raws)
-            logger.info("journal sweep waits for the ingestion backlog to shrink", old=len(old))
-            return counts
         # The queue first, then the unacknowledged again: a message that moves from one to the
         # other while we look is seen in the second place.
         queued = _tags_in_queue(client, queue)

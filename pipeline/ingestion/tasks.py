@@ -20,9 +20,8 @@ from functools import lru_cache
 import structlog
 from celery_batches import Batches, SimpleRequest
 from django.conf import settings
-from django.db import connections
 
-from bklog_app.celery import app
+from bklog_app.celery import app, settle_database_connections
 from pipeline.errors import is_outage
 from pipeline.ingestion import journal, publish
 from pipeline.ingestion.batch import dead_letter_messages, ingest_messages
@@ -169,7 +168,7 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
                 _journal(journal.touch, message_ids)
                 return False
             logger.warning("dependency down, retrying ingestion batch", error=str(exc), retry_in=delay)
-            _drop_broken_database_connections()
+            settle_database_connections()  # a connection the outage broke is replaced
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
             continue
@@ -187,16 +186,6 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
         )
         _journal(journal.forget, message_ids)
         return True
-
-
-def _drop_broken_database_connections() -> None:
-    """Django replaces a connection only once it is closed, and closes one an error left broken
-    only between tasks: a batch retrying after PostgreSQL restarted would fail on the dead
-    connection until its retry budget ran out. A connection inside a transaction (a test's) is
-    its owner's to close."""
-    for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
 
 
 def _journal(action, message_ids: list[str]) -> None:

@@ -41,29 +41,28 @@ def journal_ids(client) -> set[str]:
 
 
 def test_a_lost_message_is_published_again_and_stored_once(client, project, broker, make_worker):
-    web = client
-    url, client = broker
+    url, redis = broker
     queued = capture_kwargs(project, 3, "queued")
     lost = capture_kwargs(project, 4, "lost")
     queued_id = publish_journaled(queued)
     lost_id = publish_journaled(lost)
-    assert journal_ids(client) == {queued_id, lost_id}
+    assert journal_ids(redis) == {queued_id, lost_id}
     # A consumer took the message off the queue and died before recording it unacknowledged.
-    assert client.lrem(ingest_batch.queue, 1, client.hget(journal.MESSAGES_KEY, lost_id)) == 1
+    assert redis.lrem(ingest_batch.queue, 1, redis.hget(journal.MESSAGES_KEY, lost_id)) == 1
 
-    before = value(scrape(web), "bklog_capture_messages_republished_total")
+    before = value(scrape(client), "bklog_capture_messages_republished_total")
     with override_settings(INGESTION_JOURNAL_GRACE_SECONDS=0):
         counts = sweep_journal()
     assert counts == {"old": 2, "pending": 1, "republished": 1, "gone": 0}
-    assert lost_id not in journal_ids(client) and queued_id in journal_ids(client)
-    assert value(scrape(web), "bklog_capture_messages_republished_total") == before + 1
+    assert lost_id not in journal_ids(redis) and queued_id in journal_ids(redis)
+    assert value(scrape(client), "bklog_capture_messages_republished_total") == before + 1
 
     make_worker("ingestion", CELERY_BROKER_URL=url)
     assert_stored_exactly_once(project.id, queued["events"] + lost["events"], timeout=60)
     deadline = time.monotonic() + 30
-    while journal_ids(client) and time.monotonic() < deadline:
+    while journal_ids(redis) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert journal_ids(client) == set()  # forgotten once stored
+    assert journal_ids(redis) == set()  # forgotten once stored
 
 
 def test_unacknowledged_messages_are_left_alone(project, broker):
