@@ -50,6 +50,8 @@ MIDDLEWARE = [
     "bklog_app.request_context.RequestContextMiddleware",
     "bklog_app.request_metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # /static/ from STATIC_ROOT (capture requests never reach Django: bklog_app/capture/fastpath.py).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -105,8 +107,15 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# Static files (the admin's, the browsable API's) are served by WhiteNoise from STATIC_ROOT, which
+# `manage.py collectstatic` fills: run-supervisord.sh before it starts the stack, the image at build
+# time (STATIC_ROOT=/app/staticfiles there). Names carry a content hash, so they are cached for a year.
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "static"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="bklog@localhost")

@@ -101,6 +101,21 @@ def servers() -> dict:
     return SERVERS
 
 
+@pytest.fixture(scope="session", autouse=True)
+def static_files() -> Path:
+    """STATIC_ROOT filled once per session by `collectstatic`, as every deployment does it.
+
+    Static names come from its manifest (a page that links a missing one fails, as in production),
+    and WhiteNoise serves them to the test client and to processes started by the tests, which
+    share BKLOG_VAR_DIR and with it STATIC_ROOT.
+    """
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("collectstatic", "--noinput", verbosity=0)
+    return Path(settings.STATIC_ROOT)
+
+
 @pytest.fixture(scope="session")
 def test_database_url(django_db_setup) -> str:
     """The URL of the database the tests use, for processes started outside pytest."""
