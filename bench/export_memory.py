@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/export_memory.py [--events 1000000] [--format csv|jsonl|both]
 
-Starts its own Redis and ClickHouse on loopback (tests/servers.py) and a SQLite database in a
+Starts its own Redis and ClickHouse on loopback (devservers/) and a SQLite database in a
 temporary folder, writes the events for one project straight into ClickHouse with columnar
 INSERTs, then runs the export in a real worker process (`celery -A bklog_app worker --role
 async_export --concurrency 1`) and samples the worker's processes from /proc while it runs.
@@ -35,7 +35,7 @@ DAYS = 10
 
 
 def start_servers(base: Path) -> tuple:
-    from tests.servers import ClickHouseServer, RedisServer
+    from devservers import ClickHouseServer, RedisServer
 
     redis = RedisServer(base / "redis")
     redis.start()

@@ -1,7 +1,7 @@
 """The stack under test: the whole of `make run` (support-files/supervisord.conf) plus PostgreSQL,
 with everything under var/bench/ and on ports of its own, so it runs beside a `make run` stack.
 
-PostgreSQL is set up the way the tests set it up (tests/servers.py: initdb as the `postgres`
+PostgreSQL is set up the way the tests set it up (devservers/servers.py: initdb as the `postgres`
 user, trust auth on loopback, fsync off) but runs as one more supervisord program, dropped in
 var/bench/supervisor/conf.d/, so the stack outlives one bench invocation and the next one
 reuses it (`python -m bench --stop` ends it).
@@ -28,7 +28,7 @@ import redis
 from clickhouse_driver import Client
 from supervisor.xmlrpc import SupervisorTransport
 
-from tests.servers import PostgresServer
+from devservers import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench"
@@ -50,7 +50,7 @@ class Ports:
 
 
 class _SupervisedPostgres(PostgresServer):
-    """tests/servers.py's PostgreSQL preparation, with the server run by supervisord instead of by us."""
+    """devservers/servers.py's PostgreSQL preparation, with the server run by supervisord instead of by us."""
 
     log_dir: Path = VAR / "log"
 
