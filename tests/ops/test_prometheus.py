@@ -38,7 +38,8 @@ def test_promtool_accepts_the_alert_rules():
     assert {"BklogTargetDown", "BklogHighLatencyP95", "BklogHigh5xxRate", "BklogQueueBacklog", "BklogIngestionLag",
             "BklogPluginErrorRate", "BklogDatabaseConnections", "BklogDiskSpaceLow",
             "BklogCaptureMessagesRepublished"} <= names  # fmt: skip
-    runbook = (ROOT / "README.md").read_text().split("#### What to do for each alert")[1].split("\n### ")[0]
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    runbook = operations.split("### What to do for each alert")[1].split("\n## ")[0]
     assert {name for name in names if f"**{name}" not in runbook and f"{name}**" not in runbook} == set()
     backlog = next(r for g in rules["groups"] for r in g["rules"] if r["alert"] == "BklogQueueBacklog")
     assert "> 1000" in backlog["expr"]
