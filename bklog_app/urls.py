@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from bklog_app import health, metrics_view
-from bklog_app.capture.paths import CAPTURE_ENDPOINTS
+from bklog_app.capture.capture_v1 import capture_v1
+from bklog_app.capture.paths import CAPTURE_ENDPOINTS, CAPTURE_V1_ENDPOINT, SEGMENT_ENDPOINTS
 from bklog_app.capture.segment import segment
 from bklog_app.capture.views import capture
 
@@ -12,7 +13,8 @@ urlpatterns = [
     path("health", health.health, name="health"),
     path("health/ready", health.readiness, name="readiness"),
     path("metrics", metrics_view.metrics, name="metrics"),
-    re_path(r"^v1/(?P<kind>batch|track|identify|alias|page|screen|group)/?$", segment, name="segment"),
+    re_path(rf"^{SEGMENT_ENDPOINTS}/?$", segment, name="segment"),
+    re_path(rf"^{CAPTURE_V1_ENDPOINT}/?$", capture_v1, name="capture_v1"),
     path("", include("bklog_app.api.urls")),
     path("api/projects/<int:project_id>/persons/", include("bklog_app.persons.urls")),
     path("", include("bklog_app.plugins.urls")),

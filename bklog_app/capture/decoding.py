@@ -114,6 +114,19 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
+def inflate(data: bytes, limit: int) -> bytes:
+    """`Content-Encoding: deflate`, with gunzip's bound: zlib-wrapped (RFC 1950, first byte
+    0x78) as most clients send it, else raw deflate (RFC 1951), as some do."""
+    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS if data[:1] == b"\x78" else -zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit * 10)
+    except zlib.error as exc:
+        raise invalid_payload(f"The body could not be inflated: {exc}.") from None
+    if inflater.unconsumed_tail:
+        raise payload_too_large(limit)
+    return out
+
+
 def parse_body(data: bytes, limit: int) -> Any:
     """JSON (NaN and Infinity read as null), else base64 of JSON or of gzipped JSON."""
     parsed = _parse_json(data)
