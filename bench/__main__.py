@@ -1,4 +1,4 @@
-"""`python -m bench [scenario ...] [--runs N] [--quick]`: see the README, "Performance".
+"""`python -m bench [scenario ...] [--runs N] [--quick]`: see docs/performance.md.
 
 Starts the bench stack (bench/stack.py) or reuses the one that runs, runs each scenario --runs
 times, and writes bench/results/<timestamp>.json and .md (the Markdown table is printed too).

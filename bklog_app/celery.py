@@ -185,7 +185,7 @@ def _fresh_connections_in_child(**_):
     clickhouse.reset()
 
 
-# --- Operations: metrics and log format (README, "Operations") -----------------------------
+# --- Operations: metrics and log format (docs/operations.md) -------------------------------
 
 
 @signals.worker_ready.connect

@@ -1,4 +1,4 @@
-"""Registers the web tier in Consul from Gunicorn's hooks (SPEC section 8), without ever holding it up.
+"""Registers the web tier in Consul from Gunicorn's hooks (docs/contracts.md#operations), without ever holding it up.
 
 `when_ready` starts a `ConsulRegistrar`: a daemon thread that registers the service with the
 local Consul agent, retrying with doubling back-off (capped at CONSUL_RETRY_MAX_SECONDS) while

@@ -1,4 +1,4 @@
-"""Health endpoints (SPEC section 8).
+"""Health endpoints (docs/contracts.md#operations).
 
 /_health: the process answers (no dependency is called). /health: {"status": "ok"}.
 /health/ready: 200 or 503 with a check per dependency and the ingestion staleness rule.

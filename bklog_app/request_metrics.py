@@ -1,4 +1,4 @@
-"""Counts every HTTP request by view and status, and times it (SPEC section 8)."""
+"""Counts every HTTP request by view and status, and times it (docs/contracts.md#operations)."""
 
 import time
 

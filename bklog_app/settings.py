@@ -214,7 +214,7 @@ PLUGIN_RETRY_DELAY_SCALE = env.float("PLUGIN_RETRY_DELAY_SCALE", default=1.0)
 PLUGIN_SCHEDULE_MINUTE_SECONDS = env.int("PLUGIN_SCHEDULE_MINUTE_SECONDS", default=60)
 DISTINCT_ID_LRU_SIZE = env.int("DISTINCT_ID_LRU_SIZE", default=10_000)
 
-# --- Exports (SPEC section 7) ----------------------------------------------------------------
+# --- Exports (docs/contracts.md#exports) -----------------------------------------------------
 
 EXPORTS_DIR = env.str("EXPORTS_DIR", default=str(VAR_DIR / "exports"))
 # Rows per committed chunk: a resumed export carries on after the last committed chunk.

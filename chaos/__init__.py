@@ -4,5 +4,5 @@ every event answered 200 was stored exactly once or dead-lettered with a reason.
     python -m chaos --mode ci      # short, on every CI run (support-files/dev/make-test.sh)
     python -m chaos --mode full    # `make chaos`: 1,000 events/s, the whole fault schedule
 
-See the README, "Reliability".
+See docs/reliability.md.
 """

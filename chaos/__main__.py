@@ -1,4 +1,4 @@
-"""python -m chaos --mode full|ci [--keep]: see chaos/__init__.py and the README, "Reliability"."""
+"""python -m chaos --mode full|ci [--keep]: see chaos/__init__.py and docs/reliability.md."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Redis NX locks for periodic work, so that a second beat (or a redelivered message) cannot
-double-run it (SPEC section 2, SCHEDULE_LOCK_TTL).
+double-run it (docs/contracts.md#processes-and-queues, SCHEDULE_LOCK_TTL).
 
 Two shapes: `held(name)` guards a run and is released at its end (the TTL only covers a crash);
 `claim_once(name, ttl)` marks a period as taken and is never released, so the period's other

@@ -1,4 +1,4 @@
-"""Prometheus metrics of every bklog process (SPEC section 8), in prometheus-client's multiprocess mode.
+"""Prometheus metrics of every bklog process (docs/contracts.md#operations), in prometheus-client's multiprocess mode.
 
 Every process of one process tree (a Gunicorn master and its workers; a Celery worker and its
 pool children; everything under one supervisord) writes its samples to memory-mapped files in

@@ -1,4 +1,4 @@
-"""Export jobs (SPEC section 7): file exports of stored events, and historical exports that replay
+"""Export jobs (docs/contracts.md#exports): file exports of stored events, and historical exports that replay
 stored events through one plugin config's `export_events`.
 
 Both walk the events of a time range in (timestamp_ms, uuid) order, one chunk at a time, and

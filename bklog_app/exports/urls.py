@@ -1,4 +1,4 @@
-"""Exports API (SPEC section 7). Mounted at the root: every path starts with api/projects/<id>/."""
+"""Exports API (docs/contracts.md#exports). Mounted at the root: every path starts with api/projects/<id>/."""
 
 from django.urls import path
 

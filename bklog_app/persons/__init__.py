@@ -1,1 +1,1 @@
-"""Persons and their distinct ids (SPEC section 6): models, read-only admin, REST API."""
+"""Persons and their distinct ids (docs/contracts.md#persons): models, read-only admin, REST API."""

@@ -1,4 +1,4 @@
-"""A person is who did an event; its distinct ids are the names SDKs know it by (SPEC section 6).
+"""A person is who did an event; its distinct ids are the names SDKs know it by (docs/contracts.md#persons).
 
 Ingestion (pipeline/persons/) is the only writer apart from the API's delete. `version` counts
 committed changes to a person (properties, flags, distinct ids added or merged in): workers use

@@ -1,5 +1,5 @@
 """A historical export run: replay stored events of a range, in (timestamp, uuid) order, through
-one plugin config's `export_events`, one batch at a time (SPEC sections 5 and 7).
+one plugin config's `export_events`, one batch at a time (docs/contracts.md#plugin-api and #exports).
 
 The plugin is called through the plugin runtime (pipeline.plugins.registry: the config's live
 instance, its time limit, log sink, error recording and auto-disable), with its retry rules

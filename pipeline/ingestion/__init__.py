@@ -1,1 +1,1 @@
-"""Ingestion of captured events, SPEC section 4: one module per step, `batch` runs them in order."""
+"""Ingestion of captured events, docs/contracts.md#ingestion-order: one module per step, `batch` runs them in order."""

@@ -1,4 +1,4 @@
-"""Ingest a batch of captured requests: SPEC section 4, steps 1 to 8, in order.
+"""Ingest a batch of captured requests: docs/contracts.md#ingestion-order, steps 1 to 8, in order.
 
 A *message* is what one capture request enqueued: the project token, the raw events, the client
 IP, the receive time and `sent_at`. Several messages are ingested together so that ClickHouse

@@ -1,4 +1,4 @@
-"""Step 3: the event's timestamp, corrected for the sender's clock skew (SPEC section 4)."""
+"""Step 3: the event's timestamp, corrected for the sender's clock skew (docs/contracts.md#ingestion-order)."""
 
 from datetime import UTC, datetime, timedelta
 

@@ -1,1 +1,1 @@
-"""Persons and identity (SPEC section 6): ingestion step 6."""
+"""Persons and identity (docs/contracts.md#persons): ingestion step 6."""

@@ -1,7 +1,7 @@
 """Distinct ids that SDKs and integrations send by mistake: they never take part in a merge.
 
 Merging on one of these would fold every user that sent it into a single person (every logged-out
-visitor is `anonymous`, every broken template sends `undefined`), so SPEC section 6 refuses it.
+visitor is `anonymous`, every broken template sends `undefined`), so docs/contracts.md#persons refuses it.
 """
 
 _CASE_INSENSITIVE = (

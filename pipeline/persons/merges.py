@@ -1,4 +1,4 @@
-"""Which events merge two distinct ids, and when a merge is refused (SPEC section 6).
+"""Which events merge two distinct ids, and when a merge is refused (docs/contracts.md#persons).
 
 `$identify` merges `properties.$anon_distinct_id`, `$create_alias` and `$merge_dangerously`
 merge `properties.alias`, each into the event's own `distinct_id`. Only `$merge_dangerously`

@@ -1,4 +1,4 @@
-"""How an event changes a person's properties: `$set`, `$set_once`, `$unset` (SPEC section 6).
+"""How an event changes a person's properties: `$set`, `$set_once`, `$unset` (docs/contracts.md#persons).
 
 Every function returns a new dict and never mutates its input: the dict an event was stamped
 with (its `person_properties` snapshot) must not change when a later event updates the person.

@@ -1,6 +1,6 @@
 """Ingestion step 4: the project's plugin chain, each `process_event` fed the previous output.
 
-SPEC section 4 step 4: enabled configs in ascending `order`; `None` drops the event and nothing
+docs/contracts.md#ingestion-order step 4: enabled configs in ascending `order`; `None` drops the event and nothing
 later runs; an exception is recorded against that config and the chain goes on with the last
 good event; changing `team_id` is an error, changing `distinct_id` is allowed. The names of the
 configs that succeeded and failed go on the stored event.

@@ -1,7 +1,7 @@
 """Plugin config values, checked against plugin.json; secrets masked on read.
 
-Besides the fields of plugin.json every config may set the export buffering keys of SPEC
-section 5 (`export_events_buffer_bytes`, `export_events_buffer_seconds`,
+Besides the fields of plugin.json every config may set the export buffering keys of
+docs/contracts.md#plugin-api (`export_events_buffer_bytes`, `export_events_buffer_seconds`,
 `export_events_to_ignore`).
 """
 

@@ -1,4 +1,4 @@
-"""Stored events as `on_event` and `export_events` receive them (SPEC section 5)."""
+"""Stored events as `on_event` and `export_events` receive them (docs/contracts.md#plugin-api)."""
 
 from pipeline.ingestion.elements import chain_to_elements
 

@@ -122,7 +122,7 @@ def execute(code: PluginCode) -> dict[str, Any]:
 
 
 def capabilities(namespace: dict[str, Any]) -> dict[str, list[str]]:
-    """{"methods", "jobs", "scheduled_tasks"}: what the module defines, as SPEC section 5 names it."""
+    """{"methods", "jobs", "scheduled_tasks"}: what the module defines, as docs/contracts.md#plugin-api names it."""
     jobs = namespace.get("jobs")
     return {
         "methods": [name for name in METHODS if callable(namespace.get(name))],

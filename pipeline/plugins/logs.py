@@ -1,4 +1,4 @@
-"""Plugin log entries (SPEC section 5): SYSTEM / PLUGIN / CONSOLE, DEBUG / INFO / WARN / ERROR.
+"""Plugin log entries (docs/contracts.md#plugin-api): SYSTEM / PLUGIN / CONSOLE, DEBUG / INFO / WARN / ERROR.
 
 A `LogSink` gathers the entries of one plugin call and writes them in one INSERT when the call
 ends (`flush`); a dry-run sink (the test run) only keeps them. `print()` inside a call reaches

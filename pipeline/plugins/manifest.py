@@ -10,7 +10,7 @@ _MAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.py$")
 
 
 class ManifestError(ValueError):
-    """plugin.json is missing, not JSON, or does not follow the SPEC section 5 format."""
+    """plugin.json is missing, not JSON, or does not follow the docs/contracts.md#plugin-api format."""
 
 
 def parse_manifest(text: str | bytes | dict) -> dict[str, Any]:

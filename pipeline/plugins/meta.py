@@ -1,4 +1,4 @@
-"""`meta`, the second argument of every plugin method (SPEC section 5).
+"""`meta`, the second argument of every plugin method (docs/contracts.md#plugin-api).
 
 Two flavours: the live one, and the dry-run one of a test run, which reads what exists but
 writes nothing anywhere (storage and cache changes stay in memory, jobs are only logged).

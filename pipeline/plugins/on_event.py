@@ -1,7 +1,7 @@
-"""`on_event` for stored events (SPEC section 5), on the `default` queue.
+"""`on_event` for stored events (docs/contracts.md#plugin-api), on the `default` queue.
 
 One task per config and stored batch; an event whose call raises RetryError is tried again
-alone, on the SPEC schedule (5 attempts, 5, 10, 20, 40 s apart), then dead-lettered. Any other
+alone, on the docs/contracts.md#plugin-api schedule (5 attempts, 5, 10, 20, 40 s apart), then dead-lettered. Any other
 error is not retried: the event is dead-lettered at once, ready to replay once the plugin is
 fixed.
 """

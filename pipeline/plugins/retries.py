@@ -1,4 +1,4 @@
-"""The retry schedules of SPEC section 5, in one place."""
+"""The retry schedules of docs/contracts.md#plugin-api, in one place."""
 
 from django.conf import settings
 

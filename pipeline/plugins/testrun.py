@@ -1,4 +1,4 @@
-"""The test run (SPEC section 5): a config's `process_event` on a sample event, without side effects.
+"""The test run (docs/contracts.md#plugin-api): a config's `process_event` on a sample event, without side effects.
 
 A fresh instance is loaded with a dry-run `meta` (storage and cache writes stay in memory, jobs
 are only logged, log lines are returned rather than stored), set up, called once, torn down.

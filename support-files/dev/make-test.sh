@@ -18,7 +18,7 @@ for database in sqlite postgres; do
     if [ $code -ne 0 ]; then status=$code; fi
 done
 
-# The short fault suite (README, "Reliability") on a stack of its own under var/chaos/; it stops
+# The short fault suite (docs/reliability.md) on a stack of its own under var/chaos/; it stops
 # that stack (every process it started) on the way out, failed or not. BKLOG_TEST_CHAOS=0 skips
 # it (e.g. to rerun only pytest).
 if [ "${BKLOG_TEST_CHAOS:-1}" != 0 ]; then

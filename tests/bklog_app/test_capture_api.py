@@ -1,4 +1,4 @@
-"""The capture API of SPEC section 3: every path, body form, token location and status row.
+"""The capture API of docs/contracts.md#capture-api: every path, body form, token location and status row.
 
 These tests stop at the queue: a 200 must leave exactly one message in Redis's `ingestion` list.
 """

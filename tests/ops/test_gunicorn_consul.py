@@ -1,6 +1,6 @@
 """Real Gunicorn with gunicorn_config.py registers itself in a Consul agent (the loopback double).
 
-SPEC section 8: registered when ready with the advertised address and an HTTP check on
+docs/contracts.md#operations: registered when ready with the advertised address and an HTTP check on
 /health/ready; deregistered on SIGTERM; Consul down at start never holds Gunicorn up.
 """
 

@@ -1,4 +1,4 @@
-"""Health endpoints, exactly as SPEC section 8 states them, against the real stores."""
+"""Health endpoints, exactly as docs/contracts.md#operations states them, against the real stores."""
 
 import time
 

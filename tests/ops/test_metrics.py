@@ -1,4 +1,4 @@
-"""`/metrics` (SPEC section 8): every counter family, counted across processes, in Prometheus format."""
+"""`/metrics` (docs/contracts.md#operations): every counter family, counted across processes, in Prometheus format."""
 
 import time
 import uuid

@@ -1,5 +1,5 @@
 """A real Prometheus (Debian's `prometheus` 2.42) scrapes bklog's /metrics; promtool checks the
-shipped alert rules and scrape configuration (SPEC section 8)."""
+shipped alert rules and scrape configuration (docs/contracts.md#operations)."""
 
 import json
 import shutil

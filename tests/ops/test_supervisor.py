@@ -1,4 +1,4 @@
-"""The shipped support-files/supervisord.conf under a real supervisord (SPEC section 8).
+"""The shipped support-files/supervisord.conf under a real supervisord (docs/contracts.md#operations).
 
 One supervisord runs Gunicorn, one Celery worker per queue and beat against the test session's
 Redis, ClickHouse and database (BKLOG_LOCAL_STORES=false, as in production). It is driven with

@@ -1,4 +1,4 @@
-"""The in-memory rules of SPEC section 6, event by event, without a database."""
+"""The in-memory rules of docs/contracts.md#persons, event by event, without a database."""
 
 import uuid
 from datetime import UTC, datetime

@@ -1,4 +1,4 @@
-"""Step 3 of SPEC section 4: timestamps, clock-skew correction, warnings, milliseconds."""
+"""Step 3 of docs/contracts.md#ingestion-order: timestamps, clock-skew correction, warnings, milliseconds."""
 
 import uuid
 from datetime import UTC, datetime
@@ -54,7 +54,7 @@ def test_more_than_23h_in_future_is_now_with_warning():
 
 @pytest.mark.django_db
 def test_vectors_survive_storage_with_milliseconds(project):
-    """Both SPEC vectors through ingestion into ClickHouse and back, to the millisecond."""
+    """The two examples of docs/contracts.md#ingestion-order through ClickHouse and back, to the millisecond."""
     skewed, offset = str(uuid.uuid4()), str(uuid.uuid4())
     base = {"token": project.api_token, "project_id": project.id, "ip": "1.2.3.4"}
     report = ingest_messages(

@@ -1,1 +1,1 @@
-"""Built-in plugins: one folder each, with plugin.json and plugin.py (SPEC section 5)."""
+"""Built-in plugins: one folder each, with plugin.json and plugin.py (docs/contracts.md#plugin-api)."""
