@@ -24,13 +24,13 @@ image: python-deps
 test: deps
 	@bash support-files/dev/make-test.sh
 
-# The fault suite (README, "Reliability"): 1,000 events/s through capture while workers, Gunicorn,
+# The fault suite (docs/reliability.md): 1,000 events/s through capture while workers, Gunicorn,
 # Redis, ClickHouse and PostgreSQL are killed or stopped; fails if an accepted event was lost or
 # duplicated. `make test` also runs its short form (python -m chaos --mode ci).
 chaos: deps
 	$(BIN)/python -m chaos --mode full
 
-# The benchmark harness (README, "Performance"): the whole stack under supervisord on ports of its
+# The benchmark harness (docs/performance.md): the whole stack under supervisord on ports of its
 # own, load from a separate process, bench/results/<timestamp>.json and .md. Single scenarios and
 # options: BENCH_ARGS="single --runs 5" (python -m bench --help).
 bench: deps
