@@ -5,7 +5,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from bklog_app.models import DeadLetter, IngestionWarning, Membership, Organization, PersonalAPIKey, Project
-from pipeline.deadletters import replay
+from pipeline.deadletters.replay import replay
 from pipeline.storage.clickhouse import ClickHouseUnavailable
 from pipeline.storage.events import list_events
 

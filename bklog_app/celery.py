@@ -18,8 +18,15 @@ from kombu.utils import json as kombu_json
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bklog_app.settings")
 
 from django.conf import settings
+from django.db import connections
 
+from pipeline.celery_tasks import settle_database_connections
+from pipeline.exports.beat import export_beat_entries
+from pipeline.ingestion.beat import ingestion_beat_entries
+from pipeline.metrics import mark_process_dead, start_worker_metrics_server
+from pipeline.plugins.beat import plugin_beat_entries
 from pipeline.queues import Queue, queues_for_role
+from pipeline.storage import clickhouse
 
 # Every module that defines tasks. Listed here, not discovered, so a reader sees them all.
 TASK_MODULES = [
@@ -96,10 +103,6 @@ def _config() -> dict:
 
 def periodic_schedule() -> dict:
     """Every periodic task, each with an expiry so a backlog never runs stale copies."""
-    from pipeline.exports.beat import export_beat_entries
-    from pipeline.ingestion.beat import ingestion_beat_entries
-    from pipeline.plugins.beat import plugin_beat_entries
-
     return {**plugin_beat_entries(), **export_beat_entries(), **ingestion_beat_entries()}
 
 
@@ -144,18 +147,6 @@ def _bind_task_context(task_id=None, task=None, **_):
     structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
 
 
-def settle_database_connections() -> None:
-    """Django's rule between requests: close a connection past CONN_MAX_AGE or left unusable by
-    an error (PostgreSQL restarted, say), keep the others; the next query opens a new one. Run
-    between tasks, and by a task before it retries after an outage. A connection inside a
-    transaction (an eager run's caller, in tests) is its owner's to close."""
-    from django.db import connections
-
-    for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
-
-
 @signals.task_prerun.connect
 @signals.task_postrun.connect
 def _settle_database_connections(task=None, **_):
@@ -176,10 +167,6 @@ def _freeze_startup_objects(**_):
 @signals.worker_process_init.connect
 def _fresh_connections_in_child(**_):
     """A forked pool process must not share the parent's sockets."""
-    from django.db import connections
-
-    from pipeline.storage import clickhouse
-
     for connection in connections.all(initialized_only=True):
         connection.close_if_unusable_or_obsolete()
     clickhouse.reset()
@@ -192,15 +179,11 @@ def _fresh_connections_in_child(**_):
 def _serve_worker_metrics(**_):
     """Workers without a web process beside them serve their own samples (BKLOG_WORKER_METRICS_PORT)."""
     if settings.BKLOG_WORKER_METRICS_PORT:
-        from pipeline.metrics import start_worker_metrics_server
-
         start_worker_metrics_server(settings.BKLOG_WORKER_METRICS_PORT)
 
 
 @signals.worker_process_shutdown.connect
 def _forget_pool_process_metrics(pid=None, **_):
-    from pipeline.metrics import mark_process_dead
-
     mark_process_dead(pid or os.getpid())
 
 

@@ -21,6 +21,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from django.conf import settings
+from django.db import connection
+
+from pipeline.ingestion.status import LAST_INGESTED_KEY, LATEST_EVENT_TS_KEY
+from pipeline.queues import Queue
+from pipeline.redis import get_redis
+
 
 def _ensure_multiproc_dir() -> str | None:
     """Make sure PROMETHEUS_MULTIPROC_DIR is set and exists before any metric is created.
@@ -31,8 +38,6 @@ def _ensure_multiproc_dir() -> str | None:
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
         try:
-            from django.conf import settings
-
             path = str(settings.PROMETHEUS_MULTIPROC_DIR)
         except Exception:  # settings not configured: single-process mode
             return None
@@ -40,7 +45,7 @@ def _ensure_multiproc_dir() -> str | None:
     Path(path).mkdir(parents=True, exist_ok=True)
     # prometheus_client picks its value class when first imported; if something imported it
     # before the folder was known, pick again (metrics read it when they are created).
-    from prometheus_client import values
+    from prometheus_client import values  # noqa: PLC0415 - only once the folder is known
 
     if values.ValueClass.__name__ == "MutexValue":
         values.ValueClass = values.get_value_class()
@@ -51,11 +56,13 @@ MULTIPROC_DIR = _ensure_multiproc_dir()
 
 from prometheus_client import (  # noqa: E402 - must follow _ensure_multiproc_dir
     CONTENT_TYPE_PLAIN_0_0_4,
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily  # noqa: E402
 
@@ -198,10 +205,6 @@ class ScrapeTimeCollector:
 
 
 def _redis_metrics() -> Iterator[GaugeMetricFamily]:
-    from pipeline.ingestion.status import LAST_INGESTED_KEY, LATEST_EVENT_TS_KEY
-    from pipeline.queues import Queue
-    from pipeline.redis import get_redis
-
     pipe = get_redis().pipeline(transaction=False)
     queues = list(Queue)
     for queue in queues:
@@ -230,8 +233,6 @@ def _redis_metrics() -> Iterator[GaugeMetricFamily]:
 
 def _database_metrics() -> Iterator[GaugeMetricFamily]:
     """PostgreSQL connections in use and allowed (nothing for SQLite)."""
-    from django.db import connection
-
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
@@ -243,8 +244,6 @@ def _database_metrics() -> Iterator[GaugeMetricFamily]:
 
 def _disk_metrics() -> Iterator[GaugeMetricFamily]:
     """Free space where this host keeps its local state (BKLOG_VAR_DIR)."""
-    from django.conf import settings
-
     usage = shutil.disk_usage(settings.VAR_DIR)
     path = str(settings.VAR_DIR)
     free = GaugeMetricFamily("bklog_disk_free_bytes", "Free bytes on the file system of a path.", labels=["path"])
@@ -259,8 +258,6 @@ class _ThisProcess:
     """This process's own metrics, when there is no multiprocess directory."""
 
     def collect(self):
-        from prometheus_client import REGISTRY
-
         yield from REGISTRY.collect()
 
 
@@ -293,6 +290,4 @@ def start_worker_metrics_server(port: int, address: str = "0.0.0.0") -> None:
     The Redis and database values are left to `/metrics` on the web tier, so that summing
     over targets never counts them twice.
     """
-    from prometheus_client import start_http_server
-
     start_http_server(port, addr=address, registry=build_registry(scrape_time=False))

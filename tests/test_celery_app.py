@@ -4,9 +4,11 @@ import re
 import time
 
 import pytest
+from django.conf import settings
 
 from bklog_app.celery import TASK_MODULES, app, periodic_schedule
-from pipeline.queues import ROLE_QUEUES, Queue, queues_for_role
+from pipeline.errors import OUTAGE_EXCEPTIONS
+from pipeline.queues import ROLE_QUEUES, TASK_QUEUES, Queue, TaskName, queues_for_role
 
 DECLARED = {queue.name for queue in app.conf.task_queues}
 
@@ -37,6 +39,33 @@ def test_every_task_has_a_dotted_name_and_a_declared_queue():
     for name, task in tasks.items():
         assert name.startswith("bklog."), name
         assert task.queue in DECLARED, f"{name} routes to undeclared queue {task.queue!r}"
+
+
+def test_every_task_name_and_queue_is_the_one_declared_in_pipeline_queues():
+    tasks = bklog_tasks()
+    assert set(tasks) == {name.value for name in TaskName}
+    for name in TaskName:
+        assert tasks[name.value].queue == TASK_QUEUES[name].value, name
+
+
+@pytest.mark.parametrize("name", [n for n in TaskName if n.value.startswith(("bklog.plugins.", "bklog.exports.run_"))])
+def test_work_retries_an_outage_for_as_long_as_it_lasts_and_acks_late(name):
+    task = bklog_tasks()[name.value]
+    assert task.autoretry_for == OUTAGE_EXCEPTIONS
+    assert task.max_retries is None and task.retry_backoff == 2 and task.retry_backoff_max == 60
+    assert task.acks_late and task.reject_on_worker_lost
+
+
+def test_export_runs_and_upkeep_are_bounded_in_time():
+    tasks = bklog_tasks()
+    for name in (TaskName.RUN_FILE_EXPORT, TaskName.RUN_HISTORICAL_EXPORT):
+        assert tasks[name.value].soft_time_limit == settings.EXPORT_SLICE_SECONDS + 300
+        assert tasks[name.value].time_limit == settings.EXPORT_SLICE_SECONDS + 360
+    for name in (TaskName.CLEAN_UP_EXPIRED_EXPORTS, TaskName.REQUEUE_STALLED_EXPORTS):
+        task = tasks[name.value]
+        assert (task.soft_time_limit, task.time_limit) == (300, 360)
+        assert task.autoretry_for == OUTAGE_EXCEPTIONS and task.max_retries == 5
+        assert not task.acks_late  # the next beat runs it again
 
 
 def test_every_periodic_task_is_registered_routed_and_expires():

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 from bklog_app.api.pagination import Pagination
 from bklog_app.api.scoping import project_for
 from bklog_app.models import DeadLetter, IngestionWarning
-from pipeline.deadletters import replay
+from pipeline.deadletters.replay import replay
 
 MAX_REPLAY = 10_000
 

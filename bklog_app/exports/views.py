@@ -21,6 +21,7 @@ from bklog_app.exports.serializers import (
     HistoricalExportSerializer,
     RangeSerializer,
 )
+from bklog_app.plugins.models import PluginConfig
 from pipeline.exports import control, files
 
 MAX_LIST_LIMIT = 1000
@@ -194,8 +195,6 @@ class HistoricalExportActionView(APIView):
 
 
 def _plugin_config(request, project_id, config_id):
-    from bklog_app.plugins.models import PluginConfig
-
     project = project_for(request.user, project_id)
     try:
         return PluginConfig.objects.select_related("project", "plugin").get(pk=int(config_id), project=project)

@@ -1,4 +1,8 @@
-"""Periodic upkeep on the `scheduled` queue: expired export files, and exports nobody runs."""
+"""Periodic upkeep on the `scheduled` queue: expired export files, and exports nobody runs.
+
+A stalled export's run is queued by task name (pipeline/celery_tasks.py): the upkeep decides it
+row by row, under a claim on each row.
+"""
 
 from datetime import timedelta
 
@@ -7,8 +11,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from bklog_app.exports.models import ExportJob, ExportStatus, HistoricalExport
+from pipeline.celery_tasks import send
 from pipeline.exports import files
 from pipeline.exports.lease import held_for, lock_name
+from pipeline.queues import TaskName
 
 logger = structlog.get_logger(__name__)
 
@@ -35,14 +41,12 @@ def expire_exports() -> int:
 def requeue_stalled() -> int:
     """Queue a run for every queued or running export with no sign of life for
     EXPORT_STALL_SECONDS whose lock nobody holds (its worker died, or its message was lost)."""
-    from pipeline.exports import tasks
-
     now = timezone.now()
     stale = now - timedelta(seconds=settings.EXPORT_STALL_SECONDS)
     requeued = 0
     for model, kind, task in (
-        (ExportJob, "file", tasks.run_file_export),
-        (HistoricalExport, "historical", tasks.run_historical_export),
+        (ExportJob, "file", TaskName.RUN_FILE_EXPORT),
+        (HistoricalExport, "historical", TaskName.RUN_HISTORICAL_EXPORT),
     ):
         candidates = model.objects.filter(
             status__in=(ExportStatus.QUEUED, ExportStatus.RUNNING), heartbeat_at__lt=stale
@@ -52,7 +56,7 @@ def requeue_stalled() -> int:
                 continue
             # Claim the requeue (only one sweeper does it), and count it as a sign of life.
             if model.objects.filter(pk=export_id, heartbeat_at=heartbeat_at).update(heartbeat_at=now):
-                task.apply_async(args=[export_id])
+                send(task, export_id)
                 requeued += 1
                 logger.warning("stalled export queued again", kind=kind, export_id=export_id)
     return requeued

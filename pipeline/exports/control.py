@@ -1,15 +1,18 @@
 """What users do to exports (the API and the admin both call these): start, resume, pause, cancel.
 
 Each change is one conditional UPDATE, so it holds against a run that commits at the same time;
-a running export notices a pause or cancel at its next chunk boundary.
+a running export notices a pause or cancel at its next chunk boundary. Runs are queued by task
+name (pipeline/celery_tasks.py): the API and the admin are no task modules.
 """
 
 from django.db import transaction
 from django.utils import timezone
 
 from bklog_app.exports.models import ExportBase, ExportJob, ExportStatus, HistoricalExport
+from pipeline.celery_tasks import send
 from pipeline.exports import files
 from pipeline.exports.lease import Lease, lock_name
+from pipeline.queues import TaskName
 
 
 class InvalidTransition(Exception):
@@ -30,10 +33,8 @@ def _what(job: ExportBase) -> str:
 
 def enqueue(job: ExportBase) -> None:
     """Queue a run once the job's row is committed (the worker reads it from the database)."""
-    from pipeline.exports import tasks
-
-    task = tasks.run_historical_export if isinstance(job, HistoricalExport) else tasks.run_file_export
-    transaction.on_commit(lambda: task.apply_async(args=[job.pk]))
+    task = TaskName.RUN_HISTORICAL_EXPORT if isinstance(job, HistoricalExport) else TaskName.RUN_FILE_EXPORT
+    transaction.on_commit(lambda: send(task, job.pk))
 
 
 def start(job: ExportBase) -> ExportBase:

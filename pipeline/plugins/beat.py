@@ -8,7 +8,7 @@ from datetime import timedelta
 from celery.schedules import crontab
 from django.conf import settings
 
-from pipeline.queues import Queue
+from pipeline.queues import Queue, TaskName
 
 
 def plugin_beat_entries() -> dict:
@@ -23,7 +23,7 @@ def plugin_beat_entries() -> dict:
     }
     entries = {
         f"plugins-run-every-{kind}": {
-            "task": "bklog.plugins.run_scheduled",
+            "task": TaskName.PLUGIN_RUN_SCHEDULED.value,
             "schedule": when,
             "kwargs": {"kind": kind, "period_seconds": seconds},
             "options": {"queue": Queue.SCHEDULED.value, "expires": seconds},
@@ -31,7 +31,7 @@ def plugin_beat_entries() -> dict:
         for kind, (when, seconds) in periods.items()
     }
     entries["plugins-poll-due-work"] = {
-        "task": "bklog.plugins.poll_due_work",
+        "task": TaskName.PLUGIN_POLL_DUE_WORK.value,
         "schedule": timedelta(seconds=settings.PLUGIN_JOB_POLL_SECONDS),
         "options": {"queue": Queue.SCHEDULED.value, "expires": settings.PLUGIN_JOB_POLL_SECONDS * 2},
     }

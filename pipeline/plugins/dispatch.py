@@ -2,15 +2,18 @@
 
 The ingestion batch calls this after a successful INSERT. A project with no such configs costs
 one in-process dict lookup (the same cache as the chain of step 4). The events are stored by
-then, so a failure here is logged and never fails the batch.
+then, so a failure here is logged and never fails the batch. Ingestion is no task module of
+the plugin runtime, so the on_event tasks are queued by name (pipeline/celery_tasks.py).
 """
 
 from collections.abc import Sequence
 
 import structlog
 
-from pipeline.plugins import registry
+from pipeline.celery_tasks import send
+from pipeline.plugins import export_buffer, registry
 from pipeline.plugins.events import plugin_event
+from pipeline.queues import TaskName
 
 logger = structlog.get_logger(__name__)
 
@@ -43,9 +46,7 @@ def dispatch_stored_events(events: Sequence[dict]) -> None:
 
 
 def _dispatch_project(plugins: registry.ProjectPlugins, events: list[dict]) -> None:
-    from pipeline.plugins import exports, tasks
-
     for snapshot in plugins.on_event:
-        tasks.on_event.apply_async(args=[snapshot.id, events, 1])
-    for snapshot in plugins.exports:
-        exports.buffer_events(snapshot, events)
+        send(TaskName.PLUGIN_ON_EVENT, snapshot.id, events, 1)
+    for snapshot in plugins.export_events:
+        export_buffer.buffer_events(snapshot, events)

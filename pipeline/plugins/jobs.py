@@ -1,55 +1,29 @@
-"""Plugin jobs: `meta.jobs.<name>(payload).run_now() / run_in(n, unit) / run_at(datetime)`.
+"""Running plugin jobs (`meta.jobs.<name>(payload).run_now() / run_in(n, unit) / run_at(datetime)`).
 
-Every job is a PluginJob row. One due within PLUGIN_MAX_COUNTDOWN_SECONDS goes to Celery at once
-(with a countdown); a later one waits in the database until the due-job poller (on `scheduled`)
-hands it over shortly before it is due. The job task claims its row before running, so a
-redelivered or duplicated message runs a job once.
+Scheduling and the hand-over to Celery are pipeline/plugins/job_queue.py's. The job task claims
+its row before running, so a redelivered or duplicated message runs a job once; a RetryError
+puts the job back on the job queue, on the schedule of docs/contracts.md#plugin-api, then dead-letters it.
 """
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import structlog
 from django.conf import settings
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from bklog_app.plugins.models import PluginJob
+from pipeline.deadletters.record import dead_letter
 from pipeline.errors import is_outage
 from pipeline.plugins import registry
 from pipeline.plugins.api import RetryError
-from pipeline.plugins.deadletters import dead_letter
+from pipeline.plugins.job_queue import hand_over
 from pipeline.plugins.retries import JOB_DELAYS, next_delay
 
 logger = structlog.get_logger(__name__)
 
-POLL_BATCH = 1000
-
-
-def schedule_job(plugin_config_id: int, name: str, payload: dict, run_at: datetime) -> int:
-    from bklog_app.plugins.models import PluginJob
-
-    now = timezone.now()
-    job = PluginJob.objects.create(plugin_config_id=plugin_config_id, name=name, payload=payload, run_at=run_at)
-    if (run_at - now).total_seconds() <= settings.PLUGIN_MAX_COUNTDOWN_SECONDS:
-        _hand_over(job.pk, run_at, now)
-    return job.pk
-
-
-def _hand_over(job_id: int, run_at: datetime, now: datetime) -> bool:
-    """pending -> queued, then a Celery message with the remaining countdown."""
-    from bklog_app.plugins.models import PluginJob
-    from pipeline.plugins import tasks
-
-    if not PluginJob.objects.filter(pk=job_id, status=PluginJob.Status.PENDING).update(status=PluginJob.Status.QUEUED):
-        return False
-    countdown = max((run_at - now).total_seconds(), 0.0)
-    transaction.on_commit(lambda: tasks.run_job.apply_async(args=[job_id], countdown=countdown))
-    return True
-
 
 def run_job(job_id: int) -> None:
-    from bklog_app.plugins.models import PluginJob
-
     claimed = PluginJob.objects.filter(pk=job_id, status=PluginJob.Status.QUEUED).update(
         status=PluginJob.Status.RUNNING, started_at=timezone.now(), attempts=F("attempts") + 1
     )
@@ -76,7 +50,7 @@ def run_job(job_id: int) -> None:
             run_at = now + timedelta(seconds=delay)
             PluginJob.objects.filter(pk=job.pk).update(status=PluginJob.Status.PENDING, run_at=run_at, error=str(exc))
             if delay <= settings.PLUGIN_MAX_COUNTDOWN_SECONDS:
-                _hand_over(job.pk, run_at, now)
+                hand_over(job.pk, run_at, now)
             return
         _give_up(snapshot, instance, job, exc)
         return
@@ -91,8 +65,6 @@ def run_job(job_id: int) -> None:
 
 
 def _give_up(snapshot, instance, job, exc: BaseException) -> None:
-    from bklog_app.plugins.models import PluginJob
-
     letter = dead_letter(
         snapshot.project_id,
         "job",
@@ -106,26 +78,4 @@ def _give_up(snapshot, instance, job, exc: BaseException) -> None:
 
 
 def _finish(job, status: str, error: str) -> None:
-    from bklog_app.plugins.models import PluginJob
-
     PluginJob.objects.filter(pk=job.pk).update(status=status, error=error[:10_000], finished_at=timezone.now())
-
-
-def hand_over_due_jobs() -> int:
-    """The poller: jobs due before the next poll go to Celery; stuck ones are taken back."""
-    from bklog_app.plugins.models import PluginJob
-
-    now = timezone.now()
-    horizon = now + timedelta(seconds=settings.PLUGIN_JOB_POLL_SECONDS * 2)
-    # A job whose worker died mid-run, or whose message was lost, runs again.
-    stale = now - timedelta(seconds=settings.PLUGIN_TIMEOUT_SECONDS * 2 + settings.CELERY_VISIBILITY_TIMEOUT)
-    PluginJob.objects.filter(status=PluginJob.Status.RUNNING, started_at__lt=stale).update(
-        status=PluginJob.Status.PENDING
-    )
-    PluginJob.objects.filter(status=PluginJob.Status.QUEUED, run_at__lt=stale).update(status=PluginJob.Status.PENDING)
-    due = list(
-        PluginJob.objects.filter(status=PluginJob.Status.PENDING, run_at__lte=horizon)
-        .order_by("run_at")
-        .values_list("pk", "run_at")[:POLL_BATCH]
-    )
-    return sum(1 for job_id, run_at in due if _hand_over(job_id, run_at, now))

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 import structlog
 from RestrictedPython import PrintCollector
 
+from bklog_app.plugins.models import PluginLogEntry
+
 MAX_MESSAGE_LENGTH = 50_000
 
 logger = structlog.get_logger(__name__)
@@ -59,8 +61,6 @@ class LogSink:
         if not self.lines or not self.persist or self.plugin_config_id is None:
             return
         lines, self.lines = self.lines, []
-        from bklog_app.plugins.models import PluginLogEntry
-
         PluginLogEntry.objects.bulk_create(
             [
                 PluginLogEntry(

@@ -8,8 +8,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bklog_app.plugins.models import PluginStorage
 from pipeline.plugins.geoip import GeoIP
+from pipeline.plugins.job_queue import schedule_job
 from pipeline.plugins.logs import LogSink
+from pipeline.redis import get_redis
 
 MAX_LPUSH_VALUES = 1000
 CACHE_PREFIX = "plugin-cache"
@@ -53,14 +56,10 @@ class Storage:
         self._config_id = plugin_config_id
 
     def get(self, key: str, default: Any = None) -> Any:
-        from bklog_app.plugins.models import PluginStorage
-
         row = PluginStorage.objects.filter(plugin_config_id=self._config_id, key=str(key)).values_list("value").first()
         return default if row is None or row[0] is None else row[0]
 
     def set(self, key: str, value: Any) -> None:
-        from bklog_app.plugins.models import PluginStorage
-
         if value is None:
             self.delete(key)
             return
@@ -70,8 +69,6 @@ class Storage:
         )
 
     def delete(self, key: str) -> None:
-        from bklog_app.plugins.models import PluginStorage
-
         PluginStorage.objects.filter(plugin_config_id=self._config_id, key=str(key)).delete()
 
 
@@ -114,8 +111,6 @@ class Cache:
 
     @property
     def _redis(self):
-        from pipeline.redis import get_redis
-
         return get_redis()
 
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
@@ -267,8 +262,6 @@ class Jobs:
         if self._dry_run:
             self._sink.system("INFO", f"test run: job {name!r} would run at {run_at.isoformat()} with {payload!r}")
             return
-        from pipeline.plugins.jobs import schedule_job
-
         schedule_job(self._config_id, name, json.loads(_encode(payload)), run_at)
 
 

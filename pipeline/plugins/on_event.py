@@ -6,20 +6,22 @@ error is not retried: the event is dead-lettered at once, ready to replay once t
 fixed.
 """
 
+from pipeline.deadletters.record import dead_letter
 from pipeline.errors import is_outage
 from pipeline.plugins import registry
 from pipeline.plugins.api import RetryError
-from pipeline.plugins.deadletters import dead_letter
-from pipeline.plugins.retries import ON_EVENT_DELAYS, max_attempts, next_delay
+from pipeline.plugins.retries import ON_EVENT_DELAYS, RetryLater, max_attempts, next_delay
 
 
-def run_on_event(config_id: int, events: list[dict], attempt: int) -> None:
+def run_on_event(config_id: int, events: list[dict], attempt: int) -> RetryLater | None:
+    """Call on_event for each event; the events that asked for a retry come back as the next
+    attempt, for the task to queue."""
     snapshot = registry.config_snapshot(config_id)
     if snapshot is None:
-        return  # disabled or deleted since: on_event is best effort for configs that are off
+        return None  # disabled or deleted since: on_event is best effort for configs that are off
     instance = registry.instance_for(snapshot)
     if instance is None or not instance.has("on_event"):
-        return
+        return None
     retry: list[dict] = []
     for event in events:
         try:
@@ -36,17 +38,16 @@ def run_on_event(config_id: int, events: list[dict], attempt: int) -> None:
             _give_up(snapshot, instance, event, exc, attempt)
         else:
             registry.record_success(snapshot)
-    if retry:
-        delay = next_delay(ON_EVENT_DELAYS, attempt)
-        instance.sink.system(
-            "WARN",
-            f"on_event asked for a retry for {len(retry)} event(s) (attempt {attempt} of "
-            f"{max_attempts(ON_EVENT_DELAYS)}); next attempt in {delay:g} s: {last_retry_error}",
-        )
-        instance.sink.flush()
-        from pipeline.plugins import tasks
-
-        tasks.on_event.apply_async(args=[config_id, retry, attempt + 1], countdown=delay)
+    if not retry:
+        return None
+    delay = next_delay(ON_EVENT_DELAYS, attempt)
+    instance.sink.system(
+        "WARN",
+        f"on_event asked for a retry for {len(retry)} event(s) (attempt {attempt} of "
+        f"{max_attempts(ON_EVENT_DELAYS)}); next attempt in {delay:g} s: {last_retry_error}",
+    )
+    instance.sink.flush()
+    return RetryLater((config_id, retry, attempt + 1), delay)
 
 
 def _give_up(snapshot, instance, event: dict, exc: BaseException, attempt: int) -> None:

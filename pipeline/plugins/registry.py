@@ -21,7 +21,11 @@ from typing import Any
 
 import structlog
 from django.conf import settings
+from django.utils import timezone
 
+from bklog_app.plugins.models import Plugin, PluginAttachment, PluginConfig
+from pipeline.errors import is_outage
+from pipeline.plugins import reload
 from pipeline.plugins.api import RetryError
 from pipeline.plugins.config import ExportSettings, export_settings
 from pipeline.plugins.loader import PluginLoadError, code_for, execute
@@ -62,11 +66,11 @@ class ConfigSnapshot:
 class ProjectPlugins:
     chain: tuple[ConfigSnapshot, ...] = ()  # process_event, ascending order
     on_event: tuple[ConfigSnapshot, ...] = ()
-    exports: tuple[ConfigSnapshot, ...] = ()
+    export_events: tuple[ConfigSnapshot, ...] = ()
 
     @property
     def after_storage(self) -> bool:
-        return bool(self.on_event or self.exports)
+        return bool(self.on_event or self.export_events)
 
 
 NO_PLUGINS = ProjectPlugins()
@@ -111,17 +115,13 @@ def project_plugins(project_id: int) -> ProjectPlugins:
     hit = _projects.get(project_id)
     if hit is not None and hit[0] > time.monotonic():
         return hit[1]
-    from pipeline.plugins.reload import ensure_listening
-
-    ensure_listening()
+    reload.ensure_listening()
     plugins = _build_project(project_id)
     _projects[project_id] = (time.monotonic() + settings.PLUGIN_CHAIN_CACHE_SECONDS, plugins)
     return plugins
 
 
 def _build_project(project_id: int) -> ProjectPlugins:
-    from bklog_app.plugins.models import PluginConfig
-
     rows = (
         PluginConfig.objects.filter(project_id=project_id, enabled=True)
         .select_related("plugin")
@@ -135,7 +135,7 @@ def _build_project(project_id: int) -> ProjectPlugins:
     return ProjectPlugins(
         chain=tuple(s for s in snapshots if "process_event" in s.methods),
         on_event=tuple(s for s in snapshots if "on_event" in s.methods),
-        exports=tuple(s for s in snapshots if "export_events" in s.methods),
+        export_events=tuple(s for s in snapshots if "export_events" in s.methods),
     )
 
 
@@ -156,8 +156,6 @@ def _snapshot(row) -> ConfigSnapshot:
 
 def config_snapshot(plugin_config_id: int, *, enabled_only: bool = True) -> ConfigSnapshot | None:
     """A fresh snapshot of one config (for tasks, which carry only the config id)."""
-    from bklog_app.plugins.models import PluginConfig
-
     query = PluginConfig.objects.select_related("plugin").filter(pk=plugin_config_id)
     if enabled_only:
         query = query.filter(enabled=True)
@@ -186,15 +184,13 @@ def instance_for(snapshot: ConfigSnapshot) -> PluginInstance | None:
 
 
 def _create(snapshot: ConfigSnapshot) -> PluginInstance | None:
-    from bklog_app.plugins.models import Plugin, PluginAttachment
-
     instance_id = uuid.uuid4().hex
     sink = LogSink(snapshot.id, snapshot.project_id, instance_id)
     try:
         plugin = Plugin.objects.prefetch_related("source_files").get(pk=snapshot.plugin_id)
         namespace = execute(code_for(plugin))
     except Exception as exc:
-        if _is_outage(exc):
+        if is_outage(exc):
             raise
         reason = str(exc) if isinstance(exc, PluginLoadError) else f"{type(exc).__name__}: {exc}"
         disable_config(snapshot, f"the plugin could not be loaded: {reason}", exc, sink)
@@ -250,7 +246,7 @@ def run_setup(instance: PluginInstance, *, delays: tuple[float, ...] = SETUP_RET
             _flush_quietly(instance.sink)
             time.sleep(delay)
         except Exception as exc:
-            if _is_outage(exc):
+            if is_outage(exc):
                 raise
             disable_config(instance.snapshot, f"setup_plugin failed: {type(exc).__name__}: {exc}", exc, instance.sink)
             return False
@@ -293,6 +289,17 @@ def forget(*, plugin_config_id: int | None = None, plugin_id: int | None = None,
             _teardown(instance)
 
 
+def _forget_on_reload(message: dict) -> None:
+    forget(
+        plugin_config_id=message.get("plugin_config_id"),
+        plugin_id=message.get("plugin_id"),
+        everything=bool(message.get("everything")),
+    )
+
+
+reload.on_reload(_forget_on_reload)
+
+
 def teardown_all() -> None:
     """On process shutdown."""
     forget(everything=True)
@@ -319,8 +326,6 @@ def record_failure(
     snapshot: ConfigSnapshot, exc: BaseException, *, method: str, event: Any = None, sink: LogSink | None = None
 ) -> None:
     """Store the error on the config and as an ERROR log entry; disable after too many in a row."""
-    from bklog_app.plugins.models import PluginConfig
-
     PluginConfig.objects.filter(pk=snapshot.id).update(error=error_record(exc, method=method, event=event))
     sink = sink or LogSink(snapshot.id, snapshot.project_id, "")
     sink.system("ERROR", f"{method} failed: {type(exc).__name__}: {exc}")
@@ -342,11 +347,6 @@ def record_success(snapshot: ConfigSnapshot) -> None:
 
 def disable_config(snapshot: ConfigSnapshot, reason: str, exc: BaseException | None, sink: LogSink) -> None:
     """Turn the config off, say why (on the config and in its log), and reload every worker."""
-    from django.utils import timezone
-
-    from bklog_app.plugins.models import PluginConfig
-    from pipeline.plugins.reload import publish_reload
-
     error = error_record(exc, method="plugin") if exc is not None else {}
     error.update({"name": "PluginDisabled", "message": reason, "time": datetime.now(UTC).isoformat()})
     PluginConfig.objects.filter(pk=snapshot.id).update(enabled=False, error=error, updated_at=timezone.now())
@@ -354,19 +354,13 @@ def disable_config(snapshot: ConfigSnapshot, reason: str, exc: BaseException | N
     _flush_quietly(sink)
     logger.warning("plugin config disabled", plugin_config_id=snapshot.id, reason=reason[:300])
     _projects.pop(snapshot.project_id, None)
-    publish_reload(plugin_config_id=snapshot.id, project_id=snapshot.project_id)
+    reload.publish_reload(plugin_config_id=snapshot.id, project_id=snapshot.project_id)
 
 
 def _flush_quietly(sink: LogSink) -> None:
     try:
         sink.flush()
     except Exception as exc:
-        if _is_outage(exc):
+        if is_outage(exc):
             raise
         logger.exception("could not store plugin log entries", plugin_config_id=sink.plugin_config_id)
-
-
-def _is_outage(exc: BaseException) -> bool:
-    from pipeline.errors import is_outage
-
-    return is_outage(exc)

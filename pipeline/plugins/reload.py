@@ -6,21 +6,34 @@ again after a fork), subscribed before the process reads any plugin row, so no c
 between reading and listening. On a message it drops its project caches and tears down the
 instances that changed; they are rebuilt on next use. After a lost connection it drops every
 cache, since messages may have been missed.
+
+What a message does is up to whoever keeps the caches: the registry hands its `forget` to
+`on_reload`, so that this module, which the registry uses, needs nothing of it.
 """
 
 import json
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 import structlog
 from django.conf import settings
 
+from pipeline.redis import get_redis
+
 logger = structlog.get_logger(__name__)
 
 _state = {"pid": None, "thread": None}
 _start_lock = threading.Lock()
+_handlers: list[Callable[[dict], None]] = []
+
+
+def on_reload(handler: Callable[[dict], None]) -> None:
+    """Call `handler(message)` for every reload message this process publishes or receives;
+    `{"everything": True}` after the listener lost Redis."""
+    _handlers.append(handler)
 
 
 def publish_reload(
@@ -30,8 +43,6 @@ def publish_reload(
     is caught up by PLUGIN_CHAIN_CACHE_SECONDS."""
     message = {"plugin_id": plugin_id, "plugin_config_id": plugin_config_id, "project_id": project_id}
     try:
-        from pipeline.redis import get_redis
-
         get_redis().publish(settings.PLUGINS_RELOAD_PUBSUB_CHANNEL, json.dumps(message))
     except redis.RedisError as exc:
         logger.warning(
@@ -96,10 +107,5 @@ def _listen(pubsub) -> None:
 
 
 def _apply(message: dict) -> None:
-    from pipeline.plugins import registry
-
-    registry.forget(
-        plugin_config_id=message.get("plugin_config_id"),
-        plugin_id=message.get("plugin_id"),
-        everything=bool(message.get("everything")),
-    )
+    for handler in _handlers:
+        handler(message)

@@ -8,6 +8,7 @@ instead, and `print()` goes to the plugin's CONSOLE log.
 """
 
 import builtins
+import importlib
 import operator
 import types
 import warnings
@@ -121,8 +122,6 @@ _PROXIES: dict[str, ModuleProxy] = {}
 
 def _proxies() -> dict[str, ModuleProxy]:
     if not _PROXIES:
-        import importlib
-
         for name in ALLOWED_MODULES:
             overrides = {"sleep": bounded_sleep} if name == "time" else None
             _PROXIES[name] = ModuleProxy(importlib.import_module(name), overrides)

@@ -1,4 +1,6 @@
-"""The retry schedules of docs/contracts.md#plugin-api, in one place."""
+"""The retry schedules of docs/contracts.md#plugin-api, in one place, and what a retry hands to its task."""
+
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -18,3 +20,11 @@ def next_delay(delays: tuple[float, ...], attempt: int) -> float | None:
 
 def max_attempts(delays: tuple[float, ...]) -> int:
     return len(delays) + 1
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """The next attempt, for the task to queue: its arguments, `countdown` seconds from now."""
+
+    args: tuple
+    countdown: float

@@ -12,6 +12,7 @@ import time
 import structlog
 from django.conf import settings
 
+from bklog_app.plugins.models import PluginConfig
 from pipeline import locks
 from pipeline.errors import is_outage
 from pipeline.plugins import registry
@@ -28,23 +29,20 @@ def period_of(now: float, period_seconds: int) -> int:
     return int(now // period_seconds)
 
 
-def fan_out(kind: str, period_seconds: int) -> int:
-    """Queue this period's runs of `run_every_<kind>`; 0 when another message claimed it first."""
-    from bklog_app.plugins.models import PluginConfig
-    from pipeline.plugins import tasks
-
+def fan_out(kind: str, period_seconds: int) -> tuple[int, list[int]]:
+    """This period's number and the configs whose `run_every_<kind>` runs in it, for the task to
+    queue; no configs when another message claimed the period first."""
     method = KINDS[kind]
     period = period_of(time.time(), period_seconds)
     ttl = max(period_seconds, settings.SCHEDULE_LOCK_TTL)
     if not locks.claim_once(f"plugins:schedule:{kind}:{period_seconds}:{period}", ttl):
-        return 0
-    queued = 0
+        return period, []
     rows = PluginConfig.objects.filter(enabled=True).values_list("pk", "plugin__capabilities")
-    for config_id, capabilities in rows.iterator():
-        if method in ((capabilities or {}).get("scheduled_tasks") or ()):
-            tasks.run_scheduled_task.apply_async(args=[config_id, kind, period_seconds, period])
-            queued += 1
-    return queued
+    return period, [
+        config_id
+        for config_id, capabilities in rows.iterator()
+        if method in ((capabilities or {}).get("scheduled_tasks") or ())
+    ]
 
 
 def run_one(config_id: int, kind: str, period_seconds: int, period: int) -> bool:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
+from bklog_app.plugins.models import PluginAttachment
 from pipeline.plugins.chain import check_output, private_copy
 from pipeline.plugins.loader import code_for, execute
 from pipeline.plugins.logs import LogSink, capturing
@@ -37,8 +38,6 @@ def sample_event(project_id: int, event: dict) -> dict:
 
 def dry_run(plugin_config, event: dict) -> dict:
     """{"event": output or None, "logs": [...], "error": None or {"name", "message"}}."""
-    from bklog_app.plugins.models import PluginAttachment
-
     instance_id = f"test-{uuid.uuid4().hex[:12]}"
     sink = LogSink(plugin_config.pk, plugin_config.project_id, instance_id, persist=False)
     source = sample_event(plugin_config.project_id, event)

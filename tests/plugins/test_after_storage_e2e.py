@@ -1,10 +1,15 @@
 """Step 8 and the default queue end to end: on_event, jobs, export_events retries, dead letters."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from bklog_app.models import DeadLetter
-from bklog_app.plugins.models import PluginJob
-from pipeline.plugins.deadletters import replay
+from bklog_app.plugins.models import PluginJob, PluginStorage
+from pipeline.deadletters.replay import replay
+from pipeline.plugins.job_queue import hand_over_due_jobs, schedule_job
+from pipeline.plugins.meta import Cache
 from tests.factories import wait_for_events
 from tests.plugins.conftest import cache_values, event, logs, post_batch, wait_until
 
@@ -75,20 +80,12 @@ def test_on_event_and_jobs_started_from_on_event_and_process_event(
     job = PluginJob.objects.get(plugin_config_id=config["id"], name="later")
     assert job.status == "succeeded"
     # Runs once: the job row is claimed, so a second message (or poll) does nothing.
-    from pipeline.plugins.jobs import hand_over_due_jobs
-
     hand_over_due_jobs()
     assert cache_values(plugin["id"], project.id, "later") == later
     assert PluginJob.objects.filter(plugin_config_id=config["id"], status="succeeded").count() == 3
 
 
 def test_a_job_due_later_waits_in_the_database_for_the_poller(project, celery_worker, local_plugin, install):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from pipeline.plugins.jobs import hand_over_due_jobs, schedule_job
-
     path = local_plugin(
         """
         def remember(payload, meta):
@@ -143,8 +140,6 @@ def test_export_events_retry_error_is_retried_then_dead_lettered_then_replayed_o
     assert letter.context == {"plugin_config_id": config["id"], "attempts": 4}
     assert sorted(e["uuid"] for e in letter.payload["events"]) == sorted(e["uuid"] for e in sent[:2])
     assert "RetryError: the warehouse is busy (attempt 4)" in letter.error
-    from pipeline.plugins.meta import Cache
-
     assert Cache(plugin["id"], project.id).get("attempts") == 4  # 1 attempt + 3 retries
 
     # The schedule, as the plugin's log tells it (delays are scaled by PLUGIN_RETRY_DELAY_SCALE here).
@@ -163,11 +158,9 @@ def test_export_events_retry_error_is_retried_then_dead_lettered_then_replayed_o
     assert any("gave up after 4 attempt(s)" in e["message"] for e in errors)
 
     # Fixed: the replay exports the batch once.
-    from bklog_app.plugins.models import PluginStorage
-
     PluginStorage.objects.create(plugin_config_id=config["id"], key="fixed", value=True)
-    assert replay(letter.pk) is True
-    assert replay(letter.pk) is False  # replayed already
+    assert replay(letter) is True
+    assert replay(letter) is False  # replayed already
     exported = wait_until(lambda: cache_values(plugin["id"], project.id, "exported"), message="the replay")
     assert [sorted(batch) for batch in exported] == [sorted(e["uuid"] for e in sent[:2])]
     letter.refresh_from_db()

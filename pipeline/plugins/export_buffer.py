@@ -1,4 +1,4 @@
-"""Buffered `export_events` (SPEC section 5), on the `default` queue.
+"""The buffer in front of the plugin method `export_events` (docs/contracts.md#plugin-api), on the `default` queue.
 
 Step 8 appends each stored event to a Redis list per plugin config. A buffer is flushed when it
 reaches `export_events_buffer_bytes`, or `export_events_buffer_seconds` after its first event:
@@ -6,6 +6,10 @@ a countdown task when that is short, and the due-job poller in any case (the sor
 buffers), so a lost message delays a flush but never loses it. Flushing renames the list to a
 batch key in one step; the export task reads the batch by key (messages carry keys, not events)
 and deletes it once the batch was exported or dead-lettered.
+
+Buffering runs inside ingestion (step 8), so flushes are queued by task name
+(pipeline/celery_tasks.py); a retry of `export_events` goes back to its task as a `RetryLater`.
+(File and historical exports are pipeline/exports/, another thing.)
 """
 
 import time
@@ -15,11 +19,14 @@ import orjson
 import structlog
 from django.conf import settings
 
+from bklog_app.plugins.models import PluginConfig
+from pipeline.celery_tasks import send
+from pipeline.deadletters.record import dead_letter
 from pipeline.errors import is_outage
 from pipeline.plugins import registry
 from pipeline.plugins.api import RetryError
-from pipeline.plugins.deadletters import dead_letter
-from pipeline.plugins.retries import EXPORT_EVENTS_DELAYS, max_attempts, next_delay
+from pipeline.plugins.retries import EXPORT_EVENTS_DELAYS, RetryLater, max_attempts, next_delay
+from pipeline.queues import TaskName
 from pipeline.redis import get_redis
 
 logger = structlog.get_logger(__name__)
@@ -62,22 +69,18 @@ def buffer_events(snapshot: registry.ConfigSnapshot, events: list[dict]) -> None
         # The buffer was empty: its clock starts now.
         redis.zadd(DUE_KEY, {str(snapshot.id): time.time() + export.buffer_seconds}, nx=True)
         if export.buffer_seconds <= settings.PLUGIN_MAX_COUNTDOWN_SECONDS:
-            from pipeline.plugins import tasks
-
-            tasks.flush_export_buffer.apply_async(args=[snapshot.id], countdown=export.buffer_seconds)
+            send(TaskName.PLUGIN_FLUSH_EXPORT_BUFFER, snapshot.id, countdown=export.buffer_seconds)
     if size >= export.buffer_bytes:
         flush(snapshot.id)
 
 
 def flush(config_id: int) -> str | None:
     """Hand the config's buffer to an export task; the batch key, or None if it was empty."""
-    from pipeline.plugins import tasks
-
     batch_key = f"plugins:export-batch:{config_id}:{uuid.uuid4().hex}"
     keys = [_buffer_key(config_id), _bytes_key(config_id), DUE_KEY, batch_key]
     if not get_redis().eval(_FLUSH, len(keys), *keys, str(config_id), BATCH_TTL_SECONDS):
         return None
-    tasks.export_events.apply_async(args=[config_id, batch_key, 1])
+    send(TaskName.PLUGIN_EXPORT_EVENTS, config_id, batch_key, 1)
     return batch_key
 
 
@@ -89,32 +92,31 @@ def flush_due() -> int:
 
 def export_now(config_id: int, events: list[dict]) -> str:
     """Export these events as one batch at once (a dead-letter replay)."""
-    from pipeline.plugins import tasks
-
     batch_key = f"plugins:export-batch:{config_id}:{uuid.uuid4().hex}"
     pipe = get_redis().pipeline()
     pipe.rpush(batch_key, *[orjson.dumps(event) for event in events])
     pipe.expire(batch_key, BATCH_TTL_SECONDS)
     pipe.execute()
-    tasks.export_events.apply_async(args=[config_id, batch_key, 1])
+    send(TaskName.PLUGIN_EXPORT_EVENTS, config_id, batch_key, 1)
     return batch_key
 
 
-def run_export(config_id: int, batch_key: str, attempt: int) -> None:
-    """One attempt at exporting a batch, with the SPEC schedule of retries, then dead letters."""
+def run_export_events(config_id: int, batch_key: str, attempt: int) -> RetryLater | None:
+    """One attempt at exporting a batch, with the retry schedule of docs/contracts.md#plugin-api (the next attempt comes
+    back, for the task to queue), then dead letters."""
     redis = get_redis()
     raw = redis.lrange(batch_key, 0, -1)
     if not raw:
-        return  # exported already (a redelivered message), or expired
+        return None  # exported already (a redelivered message), or expired
     events = [orjson.loads(item) for item in raw]
     snapshot = registry.config_snapshot(config_id)
     if snapshot is None:
         _undeliverable(config_id, batch_key, events, "the plugin config is disabled or deleted")
-        return
+        return None
     instance = registry.instance_for(snapshot)
     if instance is None or not instance.has("export_events"):
         _undeliverable(config_id, batch_key, events, "the plugin could not be set up or has no export_events")
-        return
+        return None
     try:
         instance.method("export_events", events)
     except RetryError as exc:
@@ -126,19 +128,17 @@ def run_export(config_id: int, batch_key: str, attempt: int) -> None:
                 f"export_events asked for a retry (attempt {attempt} of {total}); next attempt in {delay:g} s: {exc}",
             )
             instance.sink.flush()
-            from pipeline.plugins import tasks
-
-            tasks.export_events.apply_async(args=[config_id, batch_key, attempt + 1], countdown=delay)
-            return
+            return RetryLater((config_id, batch_key, attempt + 1), delay)
         _give_up(snapshot, instance, batch_key, events, exc, attempt)
-        return
+        return None
     except Exception as exc:
         if is_outage(exc):
             raise
         _give_up(snapshot, instance, batch_key, events, exc, attempt)
-        return
+        return None
     registry.record_success(snapshot)
     redis.delete(batch_key)
+    return None
 
 
 def _give_up(snapshot, instance, batch_key: str, events: list[dict], exc: BaseException, attempt: int) -> None:
@@ -152,8 +152,6 @@ def _give_up(snapshot, instance, batch_key: str, events: list[dict], exc: BaseEx
 
 
 def _undeliverable(config_id: int, batch_key: str, events: list[dict], reason: str) -> None:
-    from bklog_app.plugins.models import PluginConfig
-
     project_id = PluginConfig.objects.filter(pk=config_id).values_list("project_id", flat=True).first()
     if project_id is not None:
         dead_letter(
