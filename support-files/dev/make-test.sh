@@ -10,6 +10,7 @@ status=0
 echo "== ruff"
 $bin/ruff check . || status=1
 $bin/ruff format --check . || status=1
+$bin/lint-imports || status=1
 
 for database in sqlite postgres; do
     echo "== pytest, Django database: $database"
