@@ -9,7 +9,7 @@ CAPTURE_ENDPOINTS = r"(?P<endpoint>e|capture|track|batch|engage|i/v0/e)"
 CAPTURE_PATH = re.compile(rf"^/{CAPTURE_ENDPOINTS}/?$")
 
 # The other capture protocols, served through the URLconf only: Segment's tracking API (its long
-# paths, and analytics.js's one-letter ones: /v1/t, /v1/i, ... and the batched /v1/b), and
-# PostHog's Capture v1.
-SEGMENT_ENDPOINTS = r"v1/(?P<kind>batch|track|identify|alias|page|screen|group|[tipagsb])"
+# paths, and analytics.js's one-letter ones: /v1/t, /v1/i, ..., the batched /v1/b and its own
+# metrics /v1/m), and PostHog's Capture v1.
+SEGMENT_ENDPOINTS = r"v1/(?P<kind>batch|track|identify|alias|page|screen|group|[tipagsbm])"
 CAPTURE_V1_ENDPOINT = r"i/v1/analytics/events"

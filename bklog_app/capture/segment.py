@@ -4,7 +4,9 @@ Also the short paths Segment's browser library (analytics.js, @segment/analytics
 `/v1/t`, `/v1/i`, `/v1/p`, `/v1/a`, `/v1/g`, `/v1/s` (one message each, by the first letter of
 its type) and `/v1/b` (its batching delivery strategy). The browser sends them as
 `Content-Type: text/plain` with the write key inside the body (and, in recent versions, as
-`Authorization: Basic` too, which makes browsers send a CORS preflight: it is answered).
+`Authorization: Basic` too, which makes browsers send a CORS preflight: it is answered). The
+library also reports its own delivery metrics to `/v1/m` every 30 seconds (unless the settings'
+`metrics.sampleRate` is 0); they are answered and not kept.
 
 The project token is the Segment write key (HTTP Basic user, or body `writeKey`). Each Segment
 message becomes the PostHog event it means, then takes the capture path: same checks, same
@@ -42,6 +44,8 @@ def segment(request, kind: str):
     if request.method != "POST":
         error = CaptureError(405, "validation_error", "method_not_allowed", "Use POST.")
         return respond(request, 405, orjson.dumps(error.body()), allow_headers=ALLOW_HEADERS)
+    if kind == "m":
+        return respond(request, 200, SUCCESS, allow_headers=ALLOW_HEADERS)
     kind = SHORT_PATHS.get(kind, kind)
     try:
         body = _read_body(request)

@@ -192,6 +192,13 @@ def test_write_key_only_inside_the_body(client, project):
     assert [event["event"] for event in queued_events()] == ["Keyed"]
 
 
+def test_the_library_s_own_metrics_are_answered_and_not_kept(client, project):
+    body = {"series": [{"type": "Counter", "metric": "analytics_js.invoke", "value": 1, "tags": {}}]}
+    response = send(client, "/v1/m", body)
+    assert response.status_code == 200 and response.json() == {"success": True}
+    assert queued_messages() == []
+
+
 def test_cors_preflight_allows_what_analytics_js_sends(client, project):
     response = client.options(
         "/v1/t",
