@@ -30,9 +30,20 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = [
         "name", "organization", "api_token", "anonymize_ips", "rate_limit_per_minute", "created_at", "events_link",
     ]  # fmt: skip
-    list_filter = ["organization", "anonymize_ips"]
+    list_filter = ["organization", "anonymize_ips", "autocapture_opt_out"]
     search_fields = ["name", "api_token"]
     readonly_fields = ["api_token", "created_at", "events_link"]
+    fieldsets = [
+        (None, {"fields": ["organization", "name", "api_token", "anonymize_ips", "rate_limit_per_minute",
+                           "created_at", "events_link"]}),
+        ("Browser SDKs (posthog-js)", {
+            "description": "Sent to posthog-js in its remote config (GET /array/&lt;token&gt;/config); page views, "
+            "page leaves and person profiles are posthog.init options (the project API's posthog_js_options).",
+            "fields": ["autocapture_opt_out", "capture_pageview", "capture_pageleave", "default_identified_only",
+                       "capture_performance_opt_in", "autocapture_web_vitals_opt_in",
+                       "autocapture_exceptions_opt_in", "heatmaps_opt_in", "capture_dead_clicks"],
+        }),
+    ]  # fmt: skip
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.latest_events)

@@ -47,6 +47,38 @@ class Project(models.Model):
     rate_limit_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="Events accepted per minute by capture; empty for no limit."
     )
+    # What browser SDKs capture, in PostHog's names. The remote config (GET /array/<token>/config
+    # and the config fields of /flags and /decide: bklog_app/sdk/remote_config.py) carries them
+    # all but the page view pair. posthog-js takes capture_pageview and capture_pageleave only
+    # from its init options, and person_profiles too (only older versions read the config's
+    # defaultIdentifiedOnly): the project API shows those three as `posthog_js_options`.
+    autocapture_opt_out = models.BooleanField(
+        default=False, help_text="Turn off posthog-js's autocapture of clicks, changes and submits."
+    )
+    capture_pageview = models.BooleanField(
+        default=True, help_text="Browser SDKs send $pageview (posthog-js init option capture_pageview)."
+    )
+    capture_pageleave = models.BooleanField(
+        default=True, help_text="Browser SDKs send $pageleave (posthog-js init option capture_pageleave)."
+    )
+    default_identified_only = models.BooleanField(
+        default=True,
+        help_text="Person profiles only for identified users (posthog-js person_profiles: identified_only); "
+        "off: for every visitor (always).",
+    )
+    capture_performance_opt_in = models.BooleanField(
+        default=False, help_text="posthog-js records network timing of the page's requests."
+    )
+    autocapture_web_vitals_opt_in = models.BooleanField(
+        default=False, help_text="posthog-js sends $web_vitals events (LCP, CLS, FCP, INP)."
+    )
+    autocapture_exceptions_opt_in = models.BooleanField(
+        default=False, help_text="posthog-js sends uncaught errors as $exception events."
+    )
+    heatmaps_opt_in = models.BooleanField(default=False, help_text="posthog-js sends $$heatmap events.")
+    capture_dead_clicks = models.BooleanField(
+        default=False, help_text="posthog-js sends $dead_click events (clicks that change nothing)."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

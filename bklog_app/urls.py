@@ -6,9 +6,12 @@ from bklog_app.capture.capture_v1 import capture_v1
 from bklog_app.capture.paths import CAPTURE_ENDPOINTS, CAPTURE_V1_ENDPOINT, SEGMENT_ENDPOINTS
 from bklog_app.capture.segment import segment
 from bklog_app.capture.views import capture
+from bklog_app.sdk import views as sdk
 
 urlpatterns = [
     re_path(rf"^{CAPTURE_ENDPOINTS}/?$", capture, name="capture"),
+    re_path(r"^array/(?P<token>[^/]+)/config(?P<script>\.js)?$", sdk.config, name="sdk_config"),
+    re_path(r"^(?P<endpoint>flags|decide)/?$", sdk.flags, name="sdk_flags"),
     path("_health", health.liveness, name="liveness"),
     path("health", health.health, name="health"),
     path("health/ready", health.readiness, name="readiness"),

@@ -1,7 +1,12 @@
-"""Projects: create, update, delete, rotate the capture token."""
+"""Projects: create, update, delete, rotate the capture token; the browser SDK settings.
+
+The SDK settings (autocapture_opt_out, capture_pageview, ...: bklog_app.models.Project) reach
+posthog-js through the remote config (bklog_app/sdk/); the three it takes only from its init
+options are in the read-only `posthog_js_options`, to paste into `posthog.init`.
+"""
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -10,15 +15,42 @@ from bklog_app.api.pagination import Pagination
 from bklog_app.api.permissions import require_admin
 from bklog_app.api.scoping import project_for, projects_for
 from bklog_app.models import Organization, Project, generate_capture_token
+from bklog_app.sdk.remote_config import posthog_js_options
+
+SDK_SETTINGS = [
+    "autocapture_opt_out",
+    "capture_pageview",
+    "capture_pageleave",
+    "default_identified_only",
+    "capture_performance_opt_in",
+    "autocapture_web_vitals_opt_in",
+    "autocapture_exceptions_opt_in",
+    "heatmaps_opt_in",
+    "capture_dead_clicks",
+]
+
+
+class PostHogJsOptions(serializers.Serializer):
+    capture_pageview = serializers.BooleanField()
+    capture_pageleave = serializers.BooleanField()
+    person_profiles = serializers.ChoiceField(choices=["identified_only", "always"])
 
 
 class ProjectSerializer(serializers.ModelSerializer):
     organization = serializers.PrimaryKeyRelatedField(queryset=Organization.objects.all())
+    posthog_js_options = serializers.SerializerMethodField()
 
     class Meta:
         model = Project
-        fields = ["id", "organization", "name", "api_token", "anonymize_ips", "rate_limit_per_minute", "created_at"]
+        fields = [
+            "id", "organization", "name", "api_token", "anonymize_ips", "rate_limit_per_minute",
+            *SDK_SETTINGS, "posthog_js_options", "created_at",
+        ]  # fmt: skip
         read_only_fields = ["id", "api_token", "created_at"]
+
+    @extend_schema_field(PostHogJsOptions)
+    def get_posthog_js_options(self, project: Project) -> dict:
+        return posthog_js_options(project)
 
     def get_fields(self):
         fields = super().get_fields()

@@ -1,8 +1,12 @@
 """Turn a capture request into a list of raw events, the way PostHog's capture endpoint does.
 
 The body may arrive raw, as form field `data`, or as query parameter `data`; gzipped (by
-header, by flag, or just by its magic bytes); as JSON or as base64 of JSON. This module knows
-nothing of projects or queues: it only decodes and checks shape.
+header, by flag, or just by its magic bytes); LZ-String-compressed (`compression=lz64`, older
+posthog-js); as JSON or as base64 of JSON. posthog-js's `sendBeacon` bodies are one of these
+under another content type: a gzip Blob as `text/plain` (found by its magic bytes) or, from
+older versions, the form text `data=...` as `text/plain`. This module knows nothing of projects
+or queues: it only decodes and checks shape. The SDK endpoints (bklog_app/sdk/views.py) read
+their bodies with `decode_payload` too.
 """
 
 import base64
@@ -18,6 +22,7 @@ from uuid import UUID
 import orjson
 
 from bklog_app.capture.errors import CaptureError, invalid_payload, no_data, payload_too_large
+from bklog_app.capture.lzstring import LZStringError, decompress_from_base64
 
 GZIP_MAGIC = b"\x1f\x8b"
 RAW_BODY_CONTENT_TYPES = {"", "text/plain", "application/json"}
@@ -33,13 +38,7 @@ class DecodedCapture:
 
 def decode_request(request, *, limit: int, force_event: str | None = None) -> DecodedCapture:
     """Decode and check a capture request; raise CaptureError with the status to answer."""
-    data, form = _read_data(request, limit)
-    compression = request.GET.get("compression") or form.get("compression") or ""
-    content_encoding = request.headers.get("Content-Encoding", "")
-    if compression in ("gzip", "gzip-js") or "gzip" in content_encoding or data[:2] == GZIP_MAGIC:
-        data = gunzip(data, limit)
-    payload = parse_body(data, limit)
-
+    payload, form = decode_payload(request, limit)
     if isinstance(payload, dict) and "batch" in payload:
         raw_events = payload["batch"]
         body = payload
@@ -61,10 +60,34 @@ def decode_request(request, *, limit: int, force_event: str | None = None) -> De
 
     token = _find_token(request, form, body, raw_events)
     events, _skipped = check_events(raw_events, force_event)
-    sent_at = body.get("sent_at") if isinstance(body.get("sent_at"), str) else None
-    if sent_at is None and request.GET.get("_"):
-        sent_at = _epoch_to_iso(request.GET["_"])
-    return DecodedCapture(events=events, token=token, sent_at=sent_at)
+    return DecodedCapture(events=events, token=token, sent_at=_sent_at(request, body))
+
+
+def decode_payload(request, limit: int) -> tuple[Any, dict[str, str]]:
+    """The request's JSON payload, whichever way it was packed, and its other form fields."""
+    data, form = _read_data(request, limit)
+    compression = (request.GET.get("compression") or form.get("compression") or "").lower()
+    content_encoding = request.headers.get("Content-Encoding", "")
+    if compression in ("gzip", "gzip-js") or "gzip" in content_encoding or data[:2] == GZIP_MAGIC:
+        data = gunzip(data, limit)
+    elif compression == "lz64" and data.lstrip()[:1] not in (b"{", b"["):  # a fallback may send plain JSON
+        data = lz64_decompress(data, limit)
+    return parse_body(data, limit), form
+
+
+def _sent_at(request, body: dict) -> str | None:
+    """When the SDK sent the request: body `sent_at` (ISO 8601 or epoch milliseconds), else
+    query `sent_at` or `_` (epoch milliseconds or seconds)."""
+    sent_at = body.get("sent_at")
+    if isinstance(sent_at, str) and sent_at:
+        return sent_at if not sent_at.isdigit() else _epoch_to_iso(sent_at)
+    if isinstance(sent_at, (int, float)) and not isinstance(sent_at, bool):
+        return _epoch_to_iso(sent_at)
+    for name in ("sent_at", "_"):
+        value = request.GET.get(name, "")
+        if value.isdigit():
+            return _epoch_to_iso(value)
+    return None
 
 
 def _read_data(request, limit: int) -> tuple[bytes, dict[str, str]]:
@@ -83,12 +106,19 @@ def _read_data(request, limit: int) -> tuple[bytes, dict[str, str]]:
             raise payload_too_large(limit)
         if not body:
             raise no_data()
-        return body, {}
-    form = _read_form(request, content_type, limit)
+        if not body.startswith(b"data="):
+            return body, {}
+        form = _parse_form(body)  # older posthog-js's sendBeacon: a form body sent as text
+    else:
+        form = _read_form(request, content_type, limit)
     data = form.pop("data", b"")
     if not data:
         raise no_data()
-    return data, {key: value.decode("utf-8", errors="replace") for key, value in form.items()}
+    return data, _text_fields(form)
+
+
+def _text_fields(form: dict[str, bytes]) -> dict[str, str]:
+    return {key: value.decode("utf-8", errors="replace") for key, value in form.items()}
 
 
 def _read_form(request, content_type: str, limit: int) -> dict[str, bytes]:
@@ -97,9 +127,26 @@ def _read_form(request, content_type: str, limit: int) -> dict[str, bytes]:
         body = request.body
         if len(body) > limit:
             raise payload_too_large(limit)
-        pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
-        return {key: value.encode("latin-1") for key, value in pairs}
+        return _parse_form(body)
     return {key: request.POST.get(key, "").encode() for key in request.POST}
+
+
+def _parse_form(body: bytes) -> dict[str, bytes]:
+    pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    return {key: value.encode("latin-1") for key, value in pairs}
+
+
+def lz64_decompress(data: bytes, limit: int) -> bytes:
+    """LZ-String base64 (bklog_app/capture/lzstring.py) to UTF-8; spaces read as `+`, as in base64 bodies."""
+    try:
+        text = decompress_from_base64(data.decode("ascii").strip().replace(" ", "+"), max_chars=limit * 10)
+    except UnicodeDecodeError:
+        raise invalid_payload("The body is not LZ-String base64 (compression=lz64): it is not ASCII.") from None
+    except LZStringError as exc:
+        raise invalid_payload(f"The body could not be decompressed (compression=lz64): {exc}.") from None
+    except ValueError:
+        raise payload_too_large(limit) from None
+    return text.encode("utf-8", "surrogatepass")
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
@@ -162,6 +209,13 @@ def _parse_json(data: bytes) -> Any:
 
 
 def _find_token(request, form: dict, body: dict, events: list[dict]) -> str | None:
+    first = events[0].get("properties")
+    return find_token(request, form, body, first.get("token") if isinstance(first, dict) else None)
+
+
+def find_token(request, form: dict, body: dict, *more: object) -> str | None:
+    """The project token, first found wins: query `token`, `api_key`; form `api_key`, `token`;
+    body `api_key`, `token`, `$token`; then `more`."""
     candidates = (
         request.GET.get("token"),
         request.GET.get("api_key"),
@@ -170,7 +224,7 @@ def _find_token(request, form: dict, body: dict, events: list[dict]) -> str | No
         body.get("api_key"),
         body.get("token"),
         body.get("$token"),
-        (events[0].get("properties") or {}).get("token") if isinstance(events[0].get("properties"), dict) else None,
+        *more,
     )
     for candidate in candidates:
         if isinstance(candidate, str) and candidate.strip():
@@ -224,14 +278,19 @@ def _distinct_id(event: dict, properties: dict, index: int) -> str:
     )
 
 
-def _epoch_to_iso(value: str) -> str | None:
-    if not value.isdigit():
+def _epoch_to_iso(value: str | int | float) -> str | None:
+    """Epoch milliseconds, or seconds when it has 11 digits or fewer, as ISO 8601."""
+    if isinstance(value, str):
+        if not value.isdigit():
+            return None
+        value = int(value)
+    if value < 0:
         return None
-    seconds = int(value) / 1000 if len(value) > 11 else int(value)
+    seconds = value / 1000 if value >= 10**11 else value
     try:
         return datetime.fromtimestamp(seconds, tz=UTC).isoformat()
     except (OverflowError, OSError, ValueError):
         return None
 
 
-__all__ = ["CaptureError", "DecodedCapture", "decode_request"]
+__all__ = ["CaptureError", "DecodedCapture", "decode_payload", "decode_request", "find_token"]

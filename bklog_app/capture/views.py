@@ -167,15 +167,24 @@ def _is_trusted(address: str | None) -> bool:
     return any(ip in ipaddress.ip_network(proxy, strict=False) for proxy in settings.CAPTURE_TRUSTED_PROXIES)
 
 
+CORS_ALLOWED_HEADERS = "X-Requested-With, Content-Type, Content-Encoding"
+
+
 def cors_headers(request) -> list[tuple[str, str]]:
-    """Browsers' SDKs post from other origins, with credentials."""
+    """Browsers' SDKs post from other origins, with credentials, and may send headers of their
+    own (posthog-js's `request_headers` option, tracing headers): a preflight is granted the
+    headers it asks for."""
     origin = request.headers.get("Origin")
     if not origin:
         return []
+    allowed = CORS_ALLOWED_HEADERS
+    requested = request.headers.get("Access-Control-Request-Headers")
+    if requested:
+        allowed = f"{allowed}, {requested}"
     return [
         ("Access-Control-Allow-Origin", origin),
         ("Access-Control-Allow-Credentials", "true"),
         ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
-        ("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Content-Encoding"),
+        ("Access-Control-Allow-Headers", allowed),
         ("Vary", "Origin"),
     ]

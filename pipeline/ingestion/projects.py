@@ -1,8 +1,9 @@
 """Step 1: the project an event belongs to, from its capture token.
 
 Lookups are cached in each process. A change to any project (a rotated token, a new rate limit,
-`anonymize_ips`) bumps an epoch counter in Redis; every process compares the epoch on each
-lookup and drops its cache when it moved, so a rotated token stops working at once everywhere.
+`anonymize_ips`, an SDK setting) bumps an epoch counter in Redis; every process compares the
+epoch on each lookup and drops its cache when it moved, so a rotated token stops working at
+once everywhere.
 
 One caller per process asks the database for a token at a time. When a cached answer expires
 under load, every request of that second would otherwise miss together and each open a
@@ -14,7 +15,7 @@ and emptied the cache, so it is only old, not wrong), or, with nothing cached, w
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from bklog_app.models import Project
 from pipeline.redis import get_redis
@@ -27,12 +28,24 @@ EPOCH_KEY = "bklog:projects:epoch"
 
 @dataclass(frozen=True)
 class ProjectInfo:
+    """What capture and the SDK endpoints need of a project; the SDK settings (bklog_app.models.Project)
+    default to a new project's, so a row of the first three fields alone still makes one."""
+
     id: int
     anonymize_ips: bool
     rate_limit_per_minute: int | None
+    autocapture_opt_out: bool = False
+    capture_pageview: bool = True
+    capture_pageleave: bool = True
+    default_identified_only: bool = True
+    capture_performance_opt_in: bool = False
+    autocapture_web_vitals_opt_in: bool = False
+    autocapture_exceptions_opt_in: bool = False
+    heatmaps_opt_in: bool = False
+    capture_dead_clicks: bool = False
 
 
-_FIELDS = ("id", "anonymize_ips", "rate_limit_per_minute")
+_FIELDS = tuple(field.name for field in fields(ProjectInfo))
 _cache: dict[str, tuple[float, ProjectInfo | None]] = {}
 _asking: dict[str, threading.Event] = {}  # token -> set when the caller asking the database is done
 _asking_lock = threading.Lock()
