@@ -25,6 +25,7 @@ and `PostHog-Attempt` are bound to the request's log context and logged with eac
 each retried request.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,7 @@ from uuid import UUID
 import orjson
 import structlog
 from django.conf import settings
+from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from bklog_app.capture.decoding import MAX_DISTINCT_ID_LENGTH, gunzip, inflate, parse_body
@@ -50,7 +52,9 @@ REQUIRED_HEADERS = (
     "Content-Type",
     "User-Agent",
 )
-ALLOW_HEADERS = ", ".join(("Authorization", "Content-Encoding", *REQUIRED_HEADERS[:-1]))
+ALLOW_HEADERS = ", ".join(
+    name for name in ("Authorization", "Content-Encoding", *REQUIRED_HEADERS) if name != "User-Agent"
+)
 DECOMPRESSORS = {"gzip": gunzip, "deflate": inflate}
 ERROR_URI = "https://posthog.com/docs/api"
 MAX_EVENT_NAME_LENGTH = 200
@@ -90,7 +94,7 @@ class V1Request:
 
 
 @csrf_exempt
-def capture_v1(request):
+def capture_v1(request) -> HttpResponse:
     if request.method == "OPTIONS":
         return respond(request, 204, b"", allow_headers=ALLOW_HEADERS)
     try:
@@ -106,9 +110,9 @@ def capture_v1(request):
         log = logger.error if error.status >= 500 else logger.warning
         log("capture v1 refused", status=error.status, error=error.error, detail=error.description)
         return respond(request, error.status, error.body(), allow_headers=ALLOW_HEADERS)
-    dropped = {uuid: verdict["details"] for uuid, verdict in results.items() if verdict["result"] == "drop"}
+    dropped = Counter(verdict["details"] for verdict in results.values() if verdict["result"] == "drop")
     if dropped:
-        logger.warning("capture v1 dropped events", dropped=dropped)
+        logger.warning("capture v1 dropped events", reasons=dict(dropped))
     return respond(request, 200, orjson.dumps({"results": results}), allow_headers=ALLOW_HEADERS)
 
 
