@@ -1,4 +1,4 @@
-"""The capture endpoints: decode, authenticate by project token, rate-limit, enqueue, answer.
+"""The capture endpoints: decode, hand to the pipeline (token, rate limit, enqueue), answer.
 
 A 200 means the request's events are in Redis, in a Celery message the request may share with
 others this process received within CAPTURE_LINGER_MS (pipeline/ingestion/coalesce.py). If
@@ -14,15 +14,10 @@ import structlog
 from django.conf import settings
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from kombu.exceptions import OperationalError as BrokerError
 
 from bklog_app.capture.decoding import decode_request
 from bklog_app.capture.errors import CaptureError, invalid_api_key, missing_api_key, rate_limited, server_error
-from pipeline.ingestion import projects, publish
-from pipeline.ingestion.projects import ProjectInfo
-from pipeline.ingestion.tasks import enqueue_capture
-from pipeline.metrics import EVENTS_RECEIVED
-from pipeline.redis import REDIS_ERRORS, get_redis
+from pipeline.ingestion.capture import RateLimited, Unavailable, UnknownToken, accept
 
 logger = structlog.get_logger(__name__)
 
@@ -59,56 +54,19 @@ def _capture(request, endpoint: str) -> None:
 
 
 def accept_events(request, token: str | None, events: list[dict], sent_at: str | None) -> None:
-    """Authenticate by token, rate-limit, and enqueue the events (returns once they are in Redis).
-
-    The token's project comes from this process's cache; whether a project changed since (the
-    epoch in pipeline/ingestion/projects.py) is checked in the same Redis round trip as the
-    publish when the broker and the cache share a Redis, else read before it.
-    """
+    """Hand the decoded request to the pipeline (pipeline/ingestion/capture.py), which checks the
+    token and the rate limit and enqueues the events (returns once they are in Redis); its
+    refusals become the capture API's errors."""
     if token is None:
         raise missing_api_key()
-    guarded = publish.can_guard_with(settings.REDIS_URL)
-    project = _project(token, check_epoch=not guarded)
-    if project is None and guarded:
-        project = _project(token, check_epoch=True)  # a cached "unknown token" may be stale
-    if project is None:
-        raise invalid_api_key()
-    if not events:
-        return  # every event lacked a name: nothing to store, and nothing wrong
-    if project.rate_limit_per_minute:
-        _check_rate_limit(project.id, project.rate_limit_per_minute, len(events))
-    message = {
-        "token": token,
-        "events": events,
-        "ip": client_ip(request),
-        "now": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "sent_at": sent_at,
-    }
     try:
-        try:
-            guard = (projects.EPOCH_KEY, projects.cached_epoch()) if guarded else None
-            enqueue_capture(project_id=project.id, guard=guard, **message)
-        except publish.GuardChanged as changed:
-            # A project changed since this process cached the token's: nothing was published.
-            projects.note_epoch(changed.current)
-            project = _project(token, check_epoch=True)
-            if project is None:
-                raise invalid_api_key() from None
-            enqueue_capture(project_id=project.id, **message)
-    except (BrokerError, *REDIS_ERRORS, OSError) as exc:
-        raise server_error(
-            f"The event queue (Redis) did not accept the events ({exc}); nothing was stored. Retry later."
-        ) from exc
-    EVENTS_RECEIVED.inc(len(events))
-
-
-def _project(token: str, *, check_epoch: bool) -> ProjectInfo | None:
-    try:
-        return projects.project_for_token(token, check_epoch=check_epoch)
-    except Exception as exc:
-        raise server_error(
-            f"The project database or Redis is unavailable ({type(exc).__name__}); nothing was stored. Retry later."
-        ) from exc
+        accept(token, events, ip=client_ip(request), sent_at=sent_at, now=datetime.now(UTC))
+    except UnknownToken:
+        raise invalid_api_key() from None
+    except RateLimited as refused:
+        raise rate_limited(refused.per_minute) from None
+    except Unavailable as exc:
+        raise server_error(f"{exc}; nothing was stored. Retry later.") from exc
 
 
 def refusal(error: CaptureError) -> tuple[int, bytes]:
@@ -128,20 +86,6 @@ def _response(request, status: int, body: bytes) -> HttpResponse:
     for name, value in cors_headers(request):
         response[name] = value
     return response
-
-
-def _check_rate_limit(project_id: int, per_minute: int, events: int) -> None:
-    window = int(datetime.now(UTC).timestamp() // 60)
-    key = f"bklog:ratelimit:{project_id}:{window}"
-    try:
-        pipe = get_redis().pipeline(transaction=False)
-        pipe.incrby(key, events)
-        pipe.expire(key, 120)
-        count, _ = pipe.execute()
-    except REDIS_ERRORS as exc:
-        raise server_error(f"The event queue (Redis) is unavailable ({exc}); retry later.") from exc
-    if count > per_minute:
-        raise rate_limited(per_minute)
 
 
 def client_ip(request) -> str | None:

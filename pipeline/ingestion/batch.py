@@ -1,8 +1,9 @@
 """Ingest a batch of captured requests: docs/contracts.md#ingestion-order, steps 1 to 8, in order.
 
-A *message* is what one capture request enqueued: the project token, the raw events, the client
-IP, the receive time and `sent_at`. Several messages are ingested together so that ClickHouse
-gets one INSERT for all of them.
+A *message* here is what one capture request enqueued, as the ingestion task took it off the
+queue: a `ReceivedRequest` (pipeline/ingestion/message.py: the project token, the raw events, the
+client IP, the receive time, `sent_at`, and the id of the queue message that carried it). Several
+are ingested together so that ClickHouse gets one INSERT for all of them.
 
 Failures split two ways. A dependency outage (ClickHouse, Redis, the database) raises out of
 `ingest_messages`, and the caller retries the whole batch: nothing was acknowledged, and dedup
@@ -13,13 +14,13 @@ dead-letter store with the step and the error, and the batch goes on.
 import uuid as uuid_module
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
 from pipeline.errors import is_outage
 from pipeline.ingestion import dedup
 from pipeline.ingestion.elements import elements_to_chain
+from pipeline.ingestion.message import ReceivedRequest, context_of
 from pipeline.ingestion.projects import ProjectInfo, project_by_id, project_for_token
 from pipeline.ingestion.records import BatchRecords
 from pipeline.ingestion.timestamps import parse_iso, resolve_timestamp, to_ms
@@ -55,7 +56,7 @@ class _Normalised:
     context: dict
 
 
-def ingest_messages(messages: list[dict[str, Any]]) -> BatchReport:
+def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
     """Run steps 1-8 for every event of every message. Raises only on a dependency outage."""
     report = BatchReport()
     records = BatchRecords()
@@ -83,13 +84,13 @@ def ingest_messages(messages: list[dict[str, Any]]) -> BatchReport:
             except Exception as exc:
                 if is_outage(exc):
                     raise
-                records.dead_letter(project.id, progress["step"], exc, raw, _context(message))
+                records.dead_letter(project.id, progress["step"], exc, raw, context_of(message))
                 report.dead_lettered += 1
                 continue
             if result is None:
                 report.dropped += 1
             else:
-                normalised.append(_Normalised(message["id"], project, result, raw, _context(message)))
+                normalised.append(_Normalised(message["id"], project, result, raw, context_of(message)))
 
     rows = _step_6_persons(normalised, records)
     _step_7_store(rows, records, report)
@@ -99,20 +100,20 @@ def ingest_messages(messages: list[dict[str, Any]]) -> BatchReport:
     return report
 
 
-def dead_letter_messages(messages: list[dict[str, Any]], error: BaseException) -> None:
+def dead_letter_messages(messages: list[ReceivedRequest], error: BaseException) -> None:
     """Put every event of these messages in the dead-letter store, step `batch`."""
     records = BatchRecords()
     claims = []
     for message in messages:
         for raw in message.get("events") or []:
-            records.dead_letter(message.get("project_id"), "batch", error, raw, _context(message))
+            records.dead_letter(message.get("project_id"), "batch", error, raw, context_of(message))
             if message.get("project_id") and isinstance(raw.get("uuid"), str):
                 claims.append(dedup.Claim(message["project_id"], raw["uuid"], message["id"]))
     records.save()
     dedup.release(claims)
 
 
-def _resolve_project(message: dict) -> ProjectInfo | None:
+def _resolve_project(message: ReceivedRequest) -> ProjectInfo | None:
     """Step 1. A token rotated after capture accepted the request still finds its project."""
     project = project_for_token(message.get("token") or "")
     if project is None and message.get("project_id"):
@@ -120,7 +121,9 @@ def _resolve_project(message: dict) -> ProjectInfo | None:
     return project
 
 
-def _steps_2_to_5(raw: dict, message: dict, project: ProjectInfo, records: BatchRecords, progress: dict) -> dict | None:
+def _steps_2_to_5(
+    raw: dict, message: ReceivedRequest, project: ProjectInfo, records: BatchRecords, progress: dict
+) -> dict | None:
     """Return the normalised event, or None when it is dropped. `progress` names the step."""
     # Step 2: uuid.
     event_uuid = raw.get("uuid")
@@ -296,7 +299,3 @@ def _stored_event(row: EventRow) -> dict:
         "person_properties": row.person_properties,
         "elements_chain": row.elements_chain,
     }
-
-
-def _context(message: dict) -> dict:
-    return {key: message.get(key) for key in ("token", "project_id", "ip", "now", "sent_at")}

@@ -3,9 +3,9 @@ sweep (pipeline/ingestion/journal.py). Settings only: imported before Django app
 
 from django.conf import settings
 
-from pipeline.queues import every_seconds_on_scheduled
+from pipeline.queues import TaskName, every_seconds_on_scheduled
 
 
 def ingestion_beat_entries() -> dict:
     every = settings.INGESTION_JOURNAL_SWEEP_SECONDS
-    return {"ingestion-sweep-journal": every_seconds_on_scheduled("bklog.ingestion.sweep_journal", every)}
+    return {"ingestion-sweep-journal": every_seconds_on_scheduled(TaskName.SWEEP_JOURNAL, every)}

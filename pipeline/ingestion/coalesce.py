@@ -9,9 +9,7 @@ until CAPTURE_COALESCE_EVENTS events are in it), then publishes them all in one 
 and wakes them. Each request is answered only after that publish, so a 200 still means "in
 Redis": the delivery promise is unchanged, a request just waits for its neighbours.
 
-The message's kwargs are `{"parts": [part, ...]}`, one part per request with the fields a
-single-request message has (token, project_id, events, ip, now, sent_at); the ingestion task
-reads both forms (`parts_of`).
+The message carries one `CapturedRequest` per request (pipeline/ingestion/message.py).
 
 A request guarded by the project-epoch check (pipeline/ingestion/publish.py) only joins a
 message with the same guard, and if the guard no longer holds, every request of the message
@@ -23,23 +21,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipeline.ingestion.message import CapturedRequest, parts_of
+
+__all__ = ["Coalescer", "Guard", "PublishParts", "parts_of"]  # parts_of: older importers
+
 Guard = tuple[str, bytes | None] | None
-PublishParts = Callable[[list[dict], Guard], object]
-
-
-def parts_of(kwargs: dict) -> list[dict]:
-    """The requests in a capture message: the coalesced form, or the older one-request form."""
-    parts = kwargs.get("parts")
-    return parts if parts is not None else [kwargs]
-
-
-def events_in(kwargs: dict) -> int:
-    return sum(len(part.get("events") or ()) for part in parts_of(kwargs))
+PublishParts = Callable[[list[CapturedRequest], Guard], object]
 
 
 @dataclass(eq=False)
 class _Message:
-    parts: list[dict] = field(default_factory=list)
+    parts: list[CapturedRequest] = field(default_factory=list)
     events: int = 0
     full: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
@@ -56,7 +48,7 @@ class Coalescer:
         self._lock = threading.Lock()
         self._open: dict[Guard, _Message] = {}
 
-    def submit(self, part: dict, guard: Guard = None) -> None:
+    def submit(self, part: CapturedRequest, guard: Guard = None) -> None:
         """Return once the message holding `part` is published; raise what publishing raised."""
         with self._lock:
             message = self._open.get(guard)

@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+from celery import current_app
 from django.conf import settings
 
 from pipeline.ingestion import journal
@@ -49,11 +50,14 @@ def is_redis_broker() -> bool:
     return settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://"))
 
 
-def task_message(task, kwargs: dict[str, Any], kwargsrepr: str, task_id: str | None = None) -> bytes:
-    """The bytes kombu's Redis transport would LPUSH for `task.apply_async(kwargs=kwargs)`."""
+def task_message(
+    task_name: str, queue: str, kwargs: dict[str, Any], kwargsrepr: str, task_id: str | None = None
+) -> bytes:
+    """The bytes kombu's Redis transport would LPUSH for `apply_async(kwargs=kwargs)` of the task
+    named `task_name` on `queue`. By name: the web process need not import the task's module."""
     task_id = task_id or str(uuid.uuid4())
-    message = task.app.amqp.as_task_v2(
-        task_id, task.name, args=(), kwargs=kwargs, argsrepr="()", kwargsrepr=kwargsrepr, ignore_result=True
+    message = current_app.amqp.as_task_v2(
+        task_id, task_name, args=(), kwargs=kwargs, argsrepr="()", kwargsrepr=kwargsrepr, ignore_result=True
     )
     body = zlib.compress(_dumps(list(message.body)), _COMPRESSION_LEVEL)  # (args, kwargs, embed)
     envelope = {
@@ -64,7 +68,7 @@ def task_message(task, kwargs: dict[str, Any], kwargsrepr: str, task_id: str | N
         "properties": {
             **message.properties,
             "delivery_mode": _DELIVERY_MODE_PERSISTENT,
-            "delivery_info": {"exchange": "", "routing_key": task.queue},
+            "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0,
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),

@@ -11,7 +11,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from bklog_app.models import DeadLetter
-from pipeline.ingestion.tasks import enqueue_capture
+from pipeline.ingestion.enqueue import enqueue
+from pipeline.ingestion.message import from_context
 
 
 def replay_event(letter: DeadLetter) -> None:
@@ -20,13 +21,10 @@ def replay_event(letter: DeadLetter) -> None:
         payload["uuid"] = str(uuid.uuid4())
     with transaction.atomic():
         DeadLetter.objects.filter(pk=letter.pk).update(payload=payload, replayed_at=timezone.now())
-    context = letter.context or {}
-    enqueue_capture(
-        token=context.get("token") or "",
+    request = from_context(
+        letter.context or {},
+        [payload],
         project_id=letter.project_id,
-        events=[payload],
-        ip=context.get("ip"),
-        now=context.get("now") or datetime.now(UTC).isoformat(timespec="milliseconds"),
-        sent_at=context.get("sent_at"),
-        coalesce=False,  # replays come one after another: no neighbours to wait for
+        now=datetime.now(UTC).isoformat(timespec="milliseconds"),
     )
+    enqueue(request, coalesce=False)  # replays come one after another: no neighbours to wait for

@@ -9,37 +9,39 @@ is stored, a duplicate, or in the dead-letter store. While a dependency is down 
 and retries with backoff; past INGESTION_RETRY_MAX_SECONDS its messages go back to the queue.
 If the worker dies, unacked messages come back after the broker's visibility timeout; a message
 lost between the queue and the unacked set comes back through the capture journal
-(pipeline/ingestion/journal.py), which capture writes (`publish_journaled`), batches keep up to
-date and `sweep_journal` reads.
+(pipeline/ingestion/journal.py), which capture writes (enqueue.py), batches keep up to date and
+`sweep_journal` reads.
+
+The worker's half of ingestion: capture publishes through pipeline/ingestion/enqueue.py, which
+does not import this module (nor celery-batches) into the web process.
 """
 
 import time
-import uuid
-from functools import lru_cache
 
 import structlog
 from celery_batches import Batches, SimpleRequest
+from celery_batches.trace import apply_batches_task
 from django.conf import settings
 
-from bklog_app.celery import app, settle_database_connections
+from pipeline.celery_tasks import ACK_LATE, UPKEEP_RETRY, settle_database_connections, task
 from pipeline.errors import is_outage
 from pipeline.ingestion import journal, publish
 from pipeline.ingestion.batch import dead_letter_messages, ingest_messages
-from pipeline.ingestion.coalesce import Coalescer, Guard, events_in, parts_of
+from pipeline.ingestion.enqueue import republish
+from pipeline.ingestion.message import INGEST_QUEUE, events_in, from_wire
 from pipeline.ingestion.status import record_ingested
 from pipeline.metrics import (
-    CAPTURE_MESSAGES,
     CAPTURE_MESSAGES_REPUBLISHED,
     observe_batch_dead_lettered,
     observe_ingestion,
     observe_ingestion_requeued,
 )
-from pipeline.queues import Queue
+from pipeline.queues import TaskName
 from pipeline.redis import REDIS_ERRORS
 
 logger = structlog.get_logger(__name__)
 
-INGEST_TASK_NAME = "bklog.ingestion.ingest_batch"
+SWEEP_TIME_LIMIT = 300
 
 
 class AckWhenStored(Batches):
@@ -105,8 +107,6 @@ class AckWhenStored(Batches):
             logger.error("ingestion batch did not run in the pool; messages requeued", error=repr(exc))
             settle(False)
 
-        from celery_batches.trace import apply_batches_task
-
         return self._pool.apply_async(
             apply_batches_task,
             (self, simple, 0, None),
@@ -123,19 +123,20 @@ def _events_in(payload) -> int:
         return 1
 
 
-@app.task(
-    name=INGEST_TASK_NAME,
+# Retries are the batch's own (an outage is retried in place, then the messages requeued), and
+# no time limit: SoftTimeLimitExceeded inside a batch would read as bad data and dead-letter it.
+@task(
+    TaskName.INGEST_BATCH,
+    retry={},
     base=AckWhenStored,
-    queue=Queue.INGESTION.value,
     flush_every=settings.INGESTION_BATCH_MESSAGES,
     flush_events=settings.INGESTION_BATCH_EVENTS,
     flush_interval=settings.INGESTION_BATCH_SECONDS,
-    acks_late=True,
-    reject_on_worker_lost=True,
+    **ACK_LATE,
 )
 def ingest_batch(requests: list[SimpleRequest]) -> bool:
     """Return True when every message is durably handled (stored, duplicate or dead-lettered)."""
-    messages = [{**part, "id": request.id} for request in requests for part in parts_of(request.kwargs)]
+    messages = [message for request in requests for message in from_wire(request.kwargs, request.id)]
     message_ids = [request.id for request in requests]
     _journal(journal.touch, message_ids)
     started = time.monotonic()
@@ -199,74 +200,14 @@ def _journal(action, message_ids: list[str]) -> None:
         logger.warning("could not update the capture journal", error=str(exc), messages=len(message_ids))
 
 
-def enqueue_capture(
-    *,
-    token: str,
-    project_id: int,
-    events: list[dict],
-    ip: str | None,
-    now: str,
-    sent_at: str | None,
-    guard: Guard = None,
-    coalesce: bool = True,
-) -> None:
-    """Publish one captured request, in a message it may share with other requests of this
-    process (pipeline/ingestion/coalesce.py). `coalesce=False`: a message of its own, at once,
-    for callers that publish one after another and would wait out the linger each time.
-
-    Returns once the message is in the broker; raises if the broker did not take it, and
-    publish.GuardChanged if a `guard` (see publish.publish) no longer holds."""
-    part = {"token": token, "project_id": project_id, "events": events, "ip": ip, "now": now, "sent_at": sent_at}
-    if not publish.is_redis_broker():
-        if guard is not None:
-            raise ValueError("a guard needs a Redis broker (publish.can_guard_with)")
-        ingest_batch.apply_async(kwargs=part, retry=True, retry_policy=_RETRY_POLICY)
-        return
-    if coalesce:
-        _coalescer(settings.CAPTURE_LINGER_MS, settings.CAPTURE_COALESCE_EVENTS).submit(part, guard)
-    else:
-        _publish_parts([part], guard)
-
-
-@lru_cache(maxsize=4)
-def _coalescer(linger_ms: float, max_events: int) -> Coalescer:
-    """This process's coalescer; keyed by its settings, so a test that overrides them gets its own."""
-    return Coalescer(_publish_parts, linger_seconds=linger_ms / 1000, max_events=max_events)
-
-
-def _publish_parts(parts: list[dict], guard: Guard) -> None:
-    publish_journaled({"parts": parts}, guard=guard)
-    CAPTURE_MESSAGES.inc()
-
-
-def publish_journaled(kwargs: dict, *, guard: Guard = None) -> str:
-    """Push one ingestion message and record it in the capture journal; returns its id.
-    The hot path of capture (pipeline/ingestion/publish.py says why it is not apply_async)."""
-    message_id = str(uuid.uuid4())
-    parts = parts_of(kwargs)
-    kwargsrepr = f"{{'parts': <{len(parts)} requests, {events_in(kwargs)} events>}}"
-    message = publish.task_message(ingest_batch, kwargs, kwargsrepr, task_id=message_id)
-    publish.publish(ingest_batch.queue, message, guard=guard, journal_id=message_id)
-    return message_id
-
-
-@app.task(name="bklog.ingestion.sweep_journal", queue=Queue.SCHEDULED.value, ignore_result=True)
+@task(TaskName.SWEEP_JOURNAL, retry=UPKEEP_RETRY, time_limit=SWEEP_TIME_LIMIT, ignore_result=True)
 def sweep_journal() -> dict[str, int] | None:
     """Publish again any captured message that is neither queued nor being processed (see
     pipeline/ingestion/journal.py). Returns the sweep's counts."""
     if not publish.is_redis_broker():
         return None
-    counts = journal.sweep(ingest_batch.queue, _republish)
+    counts = journal.sweep(INGEST_QUEUE, republish)
     CAPTURE_MESSAGES_REPUBLISHED.inc(counts["republished"])
     if counts["old"]:
         logger.info("capture journal swept", **counts)
     return counts
-
-
-def _republish(raw: bytes) -> str:
-    """A lost message, as a new message (new id) with the same arguments."""
-    _args, kwargs, _embed = publish.message_body(raw)
-    return publish_journaled(kwargs)
-
-
-_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}

@@ -12,6 +12,7 @@ from kombu import Connection
 
 from bklog_app.models import Project
 from pipeline.ingestion import projects, publish
+from pipeline.ingestion.message import INGEST_QUEUE, INGEST_TASK_NAME
 from pipeline.ingestion.tasks import ingest_batch
 from pipeline.queues import Queue
 from pipeline.redis import _client_for, get_redis
@@ -28,6 +29,10 @@ KWARGS = {
 }
 
 
+def test_capture_publishes_to_the_ingestion_task_by_its_name_and_queue():
+    assert (ingest_batch.name, ingest_batch.queue) == (INGEST_TASK_NAME, INGEST_QUEUE)
+
+
 def test_the_message_is_the_one_apply_async_writes(servers):
     broker = servers["redis"].url[:-1] + "13"  # a database no worker consumes
     scratch = _client_for(broker)
@@ -37,7 +42,7 @@ def test_the_message_is_the_one_apply_async_writes(servers):
     [celery_bytes] = scratch.lrange(Queue.INGESTION.value, 0, -1)
     scratch.delete(Queue.INGESTION.value)
 
-    ours = json.loads(publish.task_message(ingest_batch, KWARGS, "short"))
+    ours = json.loads(publish.task_message(INGEST_TASK_NAME, INGEST_QUEUE, KWARGS, "short"))
     celery = json.loads(celery_bytes)
 
     assert ours.keys() == celery.keys()
@@ -61,7 +66,7 @@ def test_a_message_of_many_events_is_a_fraction_of_their_json():
     events = [{"event": "$pageview", "distinct_id": f"user-{n}", "properties": {"$current_url": "/a", "n": n}}
               for n in range(50)]  # fmt: skip
     kwargs = {**KWARGS, "events": events}
-    envelope = json.loads(publish.task_message(ingest_batch, kwargs, "short"))
+    envelope = json.loads(publish.task_message(INGEST_TASK_NAME, INGEST_QUEUE, kwargs, "short"))
     assert len(envelope["body"]) < len(orjson.dumps(kwargs)) / 3
     assert publish.message_body(json.dumps(envelope))[1] == kwargs
 

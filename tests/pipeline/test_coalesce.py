@@ -9,9 +9,10 @@ import pytest
 from django.test import override_settings
 
 from pipeline.ingestion import publish
-from pipeline.ingestion.coalesce import Coalescer, events_in, parts_of
+from pipeline.ingestion.coalesce import Coalescer
+from pipeline.ingestion.enqueue import enqueue
+from pipeline.ingestion.message import INGEST_QUEUE, CapturedRequest, events_in, parts_of
 from pipeline.ingestion.publish import GuardChanged
-from pipeline.ingestion.tasks import enqueue_capture, ingest_batch
 from pipeline.redis import _client_for
 from tests.pipeline.test_ingestion_e2e import assert_stored_exactly_once
 
@@ -130,13 +131,15 @@ def test_concurrent_captures_go_as_one_message_and_every_part_is_stored(project,
     def capture(events):
         barrier.wait()
         try:
-            enqueue_capture(
-                token=project.api_token,
-                project_id=project.id,
-                events=events,
-                ip="10.0.0.1",
-                now="2024-06-01T00:00:00.000+00:00",
-                sent_at=None,
+            enqueue(
+                CapturedRequest(
+                    token=project.api_token,
+                    project_id=project.id,
+                    events=events,
+                    ip="10.0.0.1",
+                    now="2024-06-01T00:00:00.000+00:00",
+                    sent_at=None,
+                )
             )
             outcomes.append(None)
         except BaseException as exc:
@@ -149,7 +152,7 @@ def test_concurrent_captures_go_as_one_message_and_every_part_is_stored(project,
         for thread in threads:
             thread.join(20)
         assert outcomes == [None] * len(requests)
-        queued = broker.lrange(ingest_batch.queue, 0, -1)
+        queued = broker.lrange(INGEST_QUEUE, 0, -1)
         assert len(queued) == 1
         kwargs = publish.message_body(queued[0])[1]
         assert sorted(len(p["events"]) for p in kwargs["parts"]) == sorted(len(events) for events in requests)

@@ -12,7 +12,9 @@ import pytest
 from django.test import override_settings
 
 from pipeline.ingestion import journal
-from pipeline.ingestion.tasks import _republish, ingest_batch, publish_journaled, sweep_journal
+from pipeline.ingestion.enqueue import publish_journaled, republish
+from pipeline.ingestion.message import INGEST_QUEUE
+from pipeline.ingestion.tasks import sweep_journal
 from pipeline.redis import _client_for
 from tests.ops.test_metrics import scrape, value
 from tests.pipeline.test_ingestion_e2e import assert_stored_exactly_once
@@ -48,7 +50,7 @@ def test_a_lost_message_is_published_again_and_stored_once(client, project, brok
     lost_id = publish_journaled(lost)
     assert journal_ids(redis) == {queued_id, lost_id}
     # A consumer took the message off the queue and died before recording it unacknowledged.
-    assert redis.lrem(ingest_batch.queue, 1, redis.hget(journal.MESSAGES_KEY, lost_id)) == 1
+    assert redis.lrem(INGEST_QUEUE, 1, redis.hget(journal.MESSAGES_KEY, lost_id)) == 1
 
     before = value(scrape(client), "bklog_capture_messages_republished_total")
     with override_settings(INGESTION_JOURNAL_GRACE_SECONDS=0):
@@ -68,11 +70,11 @@ def test_a_lost_message_is_published_again_and_stored_once(client, project, brok
 def test_unacknowledged_messages_are_left_alone(project, broker):
     _, client = broker
     message_id = publish_journaled(capture_kwargs(project, 2, "unacked"))
-    raw = client.rpop(ingest_batch.queue)
+    raw = client.rpop(INGEST_QUEUE)
     tag = orjson.loads(raw)["properties"]["delivery_tag"]
     client.hset(journal.UNACKED_KEY, tag, raw)  # what kombu records for a delivered message
-    assert journal.sweep(ingest_batch.queue, _republish, grace_seconds=0)["pending"] == 1
-    assert client.llen(ingest_batch.queue) == 0
+    assert journal.sweep(INGEST_QUEUE, republish, grace_seconds=0)["pending"] == 1
+    assert client.llen(INGEST_QUEUE) == 0
     assert journal_ids(client) == {message_id}
 
 
@@ -81,23 +83,23 @@ def test_messages_kombu_pushed_back_re_encoded_are_left_alone(project, broker):
     requeued_id = publish_journaled(capture_kwargs(project, 2, "requeued"))
     lost_id = publish_journaled(capture_kwargs(project, 2, "lost"))
     requeued = orjson.loads(client.hget(journal.MESSAGES_KEY, requeued_id))
-    client.delete(ingest_batch.queue)
+    client.delete(INGEST_QUEUE)
     # What kombu's restore (visibility timeout, reject with requeue, warm shutdown) pushes: the
     # message marked redelivered, serialised by kombu's json, with the same delivery tag.
     requeued["headers"]["redelivered"] = True
-    client.lpush(ingest_batch.queue, json.dumps(requeued))
+    client.lpush(INGEST_QUEUE, json.dumps(requeued))
 
-    counts = journal.sweep(ingest_batch.queue, _republish, grace_seconds=0)
+    counts = journal.sweep(INGEST_QUEUE, republish, grace_seconds=0)
     assert counts == {"old": 2, "pending": 1, "republished": 1, "gone": 0}
     assert requeued_id in journal_ids(client) and lost_id not in journal_ids(client)
-    assert client.llen(ingest_batch.queue) == 2  # the restored message and the lost one's copy
+    assert client.llen(INGEST_QUEUE) == 2  # the restored message and the lost one's copy
 
 
 def test_young_entries_are_not_looked_at(project, broker):
     _, client = broker
     publish_journaled(capture_kwargs(project, 1, "young"))
-    client.rpop(ingest_batch.queue)
-    assert journal.sweep(ingest_batch.queue, _republish, grace_seconds=3600)["old"] == 0
+    client.rpop(INGEST_QUEUE)
+    assert journal.sweep(INGEST_QUEUE, republish, grace_seconds=3600)["old"] == 0
 
 
 def test_capture_records_its_message_in_the_journal(client, project, broker):
@@ -105,7 +107,7 @@ def test_capture_records_its_message_in_the_journal(client, project, broker):
     body = orjson.dumps({"api_key": project.api_token, "event": "e", "distinct_id": "u"})
     assert client.post("/e/", data=body, content_type="application/json").status_code == 200
     [message_id] = journal_ids(redis)
-    assert redis.hget(journal.MESSAGES_KEY, message_id) == redis.lindex(ingest_batch.queue, 0)
+    assert redis.hget(journal.MESSAGES_KEY, message_id) == redis.lindex(INGEST_QUEUE, 0)
 
 
 def test_touch_restarts_the_grace_period_of_known_entries_only(project, broker):
@@ -115,5 +117,5 @@ def test_touch_restarts_the_grace_period_of_known_entries_only(project, broker):
     journal.touch([message_id, "never-published"])
     assert client.zscore(journal.JOURNAL_KEY, message_id) > journal.now_ms() - 60_000
     assert client.zscore(journal.JOURNAL_KEY, "never-published") is None
-    client.rpop(ingest_batch.queue)
-    assert journal.sweep(ingest_batch.queue, _republish, grace_seconds=60)["old"] == 0
+    client.rpop(INGEST_QUEUE)
+    assert journal.sweep(INGEST_QUEUE, republish, grace_seconds=60)["old"] == 0
