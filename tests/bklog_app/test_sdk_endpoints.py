@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 import orjson
 import pytest
+from posthog import Posthog
 from rest_framework.test import APIClient
 
 from bklog_app.models import Membership
@@ -455,3 +456,21 @@ def test_answers_carry_cors_headers(client, project):
 def test_no_cors_headers_without_an_origin(client, project):
     response = client.get(f"/array/{project.api_token}/config")
     assert "Access-Control-Allow-Origin" not in response
+
+
+# --- The real SDKs -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("gzip_body", [False, True])
+def test_posthog_python_reads_the_flags_answer(live_server, project, gzip_body):
+    """posthog-python posts to /flags/?v=4 with `api_key` in the body: it must read the answer as
+    a successful one with no flags, not as an error."""
+    sdk = Posthog(project.api_token, host=live_server.url, gzip=gzip_body, sync_mode=True)
+    decision = sdk.get_flags_decision("visitor-1")
+    assert decision.get("flags") == {}
+    assert decision.get("errorsWhileComputingFlags") is False
+    assert sdk.get_all_flags("visitor-1") == {}
+    assert sdk.evaluate_flags("visitor-1").get_flag("new-checkout") is None
+    sdk.shutdown()
