@@ -7,7 +7,8 @@ Answers follow PostHog's (its remote config views and its feature-flags service)
   `token`) must be a project's: 401 `missing_api_key` without one, 401 `invalid_api_key` for an
   unknown one; 400 for a body that does not decode or lacks `distinct_id`. Bodies arrive as
   capture's do (bklog_app/capture/decoding.py: gzip, base64 form, plain JSON);
-- `/flags/` and `/decide/` GET: the empty answer, without a token, as PostHog's service gives;
+- `/flags/` and `/decide/` GET: the empty answer (and `supportedCompression`), without a token,
+  as PostHog's service gives;
 - every answer and every preflight carries capture's CORS headers.
 
 The response format follows the version parameter `v` as PostHog's service reads it: on
@@ -37,7 +38,8 @@ from pipeline.ingestion.projects import ProjectInfo
 logger = structlog.get_logger(__name__)
 
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
-ALLOWED_METHODS = "GET, POST, OPTIONS, HEAD"
+CONFIG_METHODS = "GET, HEAD, OPTIONS"
+FLAGS_METHODS = "GET, POST, OPTIONS, HEAD"
 
 
 def missing_api_key() -> CaptureError:
@@ -66,8 +68,8 @@ def unknown_token() -> CaptureError:
     return CaptureError(404, "invalid_request", "not_found", "No project has this token.")
 
 
-def method_not_allowed() -> CaptureError:
-    return CaptureError(405, "invalid_request", "method_not_allowed", f"Use one of {ALLOWED_METHODS}.")
+def method_not_allowed(allowed: str) -> CaptureError:
+    return CaptureError(405, "invalid_request", "method_not_allowed", f"Use one of {allowed}.")
 
 
 @csrf_exempt
@@ -77,14 +79,14 @@ def config(request, token: str, script: str | None = None) -> HttpResponse:
         return _answer(request, 204)
     try:
         if request.method not in ("GET", "HEAD"):
-            raise method_not_allowed()
+            raise method_not_allowed(CONFIG_METHODS)
         if not TOKEN.match(token):
             raise invalid_token()
         project = _project(token)
         if project is None:
             raise unknown_token()
     except CaptureError as error:
-        return _refuse(request, error)
+        return _refuse(request, error, CONFIG_METHODS)
     if script:
         return _answer(request, 200, config_js(token, project).encode(), "application/javascript")
     return _answer(request, 200, orjson.dumps(remote_config(token, project)))
@@ -97,20 +99,20 @@ def flags(request, endpoint: str) -> HttpResponse:
         return _answer(request, 204)
     decide = endpoint == "decide"
     version = _version(request.GET.get("v"))
-    with_config = _flag(request.GET.get("config"))
-    if decide and with_config is None:
-        with_config = True
-    elif version is None and with_config is None:  # PostHog's default: the newest format, with config
-        version, with_config = 2, True
     try:
         if request.method in ("GET", "HEAD"):
             body = _response_body(decide, version, {"supportedCompression": SUPPORTED_COMPRESSION})
             return _answer(request, 200, orjson.dumps(body))
         if request.method != "POST":
-            raise method_not_allowed()
+            raise method_not_allowed(FLAGS_METHODS)
         project = _flags_project(request)
     except CaptureError as error:
-        return _refuse(request, error)
+        return _refuse(request, error, FLAGS_METHODS)
+    with_config = _flag(request.GET.get("config"))
+    if decide and with_config is None:
+        with_config = True
+    elif version is None and with_config is None:  # PostHog's default: the newest format, with config
+        version, with_config = 2, True
     body = _response_body(decide, version, flags_config(project) if with_config else {})
     return _answer(request, 200, orjson.dumps(body))
 
@@ -171,12 +173,12 @@ def _project(token: str) -> ProjectInfo | None:
         ) from exc
 
 
-def _refuse(request, error: CaptureError) -> HttpResponse:
+def _refuse(request, error: CaptureError, allowed: str) -> HttpResponse:
     if error.status >= 500:
         logger.error("SDK request refused", status=error.status, code=error.code, detail=error.detail)
     response = _answer(request, error.status, orjson.dumps(error.body()))
     if error.status == 405:
-        response["Allow"] = ALLOWED_METHODS
+        response["Allow"] = allowed
     return response
 
 
