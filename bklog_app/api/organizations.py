@@ -1,12 +1,19 @@
-"""Organizations and their members. Everyone sees only the organizations they belong to."""
+"""Organizations and their members. Everyone sees only the organizations they belong to.
+
+An organization always has an admin (bklog_app/memberships.py): whoever creates one is its
+admin, and demoting or removing its last admin is refused with 409 `last_admin`.
+"""
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.shortcuts import get_object_or_404
-from rest_framework import generics, serializers
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import APIException
 
 from bklog_app.api.pagination import Pagination
 from bklog_app.api.permissions import require_admin
+from bklog_app.memberships import LastAdminError, check_an_admin_remains, lock_roles
 from bklog_app.models import Membership, Organization
 
 
@@ -106,16 +113,47 @@ class MemberList(_OrganizationScoped, generics.ListCreateAPIView):
         serializer.save()
 
 
+class LastAdmin(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "last_admin"
+
+
+LAST_ADMIN_RESPONSE = OpenApiResponse(
+    response={"$ref": "#/components/schemas/Error"},
+    description="The member is the organization's last admin (code `last_admin`): make another member an admin first.",
+)
+
+
+@extend_schema_view(
+    put=extend_schema(responses={200: MemberSerializer, 409: LAST_ADMIN_RESPONSE}),
+    patch=extend_schema(responses={200: MemberSerializer, 409: LAST_ADMIN_RESPONSE}),
+    delete=extend_schema(responses={204: None, 409: LAST_ADMIN_RESPONSE}),
+)
 class MemberDetail(_OrganizationScoped, generics.RetrieveUpdateDestroyAPIView):
     serializer_class = MemberSerializer
 
     def get_queryset(self):
         return self.organization().memberships.select_related("user")
 
+    @transaction.atomic
     def perform_update(self, serializer):
-        require_admin(self.request.user, self.organization())
+        organization = self.organization()
+        require_admin(self.request.user, organization)
+        membership = serializer.instance
+        self._check_an_admin_remains(organization, membership, serializer.validated_data.get("role", membership.role))
         serializer.save()
 
+    @transaction.atomic
     def perform_destroy(self, instance):
-        require_admin(self.request.user, self.organization())
+        organization = self.organization()
+        require_admin(self.request.user, organization)
+        self._check_an_admin_remains(organization, instance, None)
         instance.delete()
+
+    @staticmethod
+    def _check_an_admin_remains(organization: Organization, membership: Membership, new_role: str | None) -> None:
+        lock_roles(organization)
+        try:
+            check_an_admin_remains(membership, new_role)
+        except LastAdminError as error:
+            raise LastAdmin(str(error)) from error

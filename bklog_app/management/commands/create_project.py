@@ -1,3 +1,10 @@
+"""`manage.py create_project NAME --org ORG`: a project, and its organization if there is none
+of that name yet.
+
+An organization made here has no members. Its first user, given a key with `manage.py
+create_api_key USER --org ORG`, becomes its admin (bklog_app/memberships.py).
+"""
+
 import json
 
 from django.core.management.base import BaseCommand
@@ -21,7 +28,7 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **options):
-        organization, _ = Organization.objects.get_or_create(name=options["org"])
+        organization, created = Organization.objects.get_or_create(name=options["org"])
         project = None
         if options["get_or_create"]:
             project = Project.objects.filter(organization=organization, name=options["name"]).order_by("id").first()
@@ -33,3 +40,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Project {project.name} (id {project.id}) in {organization.name}; token: {project.api_token}"
             )
+            if created:
+                self.stdout.write(
+                    f"Organization {organization.name} is new and has no members: its first user becomes its "
+                    f"admin (manage.py create_api_key USERNAME --org {organization.name!r})."
+                )
