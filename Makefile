@@ -6,8 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 REQS_HASH := $(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(REQS_HASH)
+# The browser tier's Node packages (tests/browser/package-lock.json), installed by `npm ci`; the
+# stamp sits inside node_modules, which `npm ci` deletes first, so a changed lock file reinstalls.
+BROWSER := tests/browser
+NODE_STAMP := $(BROWSER)/node_modules/.installed-$(shell cat $(BROWSER)/package-lock.json | md5sum | cut -c1-12)
 
-.PHONY: run test stop status image logs deps system-deps python-deps lint format chaos bench
+.PHONY: run test stop status image logs deps system-deps python-deps browser-deps lint format chaos bench
 
 run: deps
 	@bash support-files/dev/make-run.sh
@@ -47,7 +51,7 @@ format: python-deps
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-deps: system-deps python-deps
+deps: system-deps python-deps browser-deps
 
 system-deps:
 	@bash support-files/dev/install-system-deps.sh
@@ -61,3 +65,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 	@echo "python-deps: installed requirements-dev.txt into $(VENV)"
+
+# posthog-js, analytics.js, posthog-node and puppeteer-core, exactly as locked; then analytics.js
+# bundled for the test page. puppeteer-core drives Debian's chromium (system-deps) and downloads
+# no browser; the variables make sure nothing else tries to.
+browser-deps: $(NODE_STAMP)
+
+$(NODE_STAMP): $(BROWSER)/package.json $(BROWSER)/package-lock.json
+	@cd $(BROWSER) && PUPPETEER_SKIP_DOWNLOAD=1 PUPPETEER_SKIP_CHROMIUM_DOWNLOAD=1 \
+		npm ci --no-audit --no-fund --loglevel=error
+	@cd $(BROWSER) && npm run --silent build
+	@touch $@
+	@echo "browser-deps: installed $(BROWSER)/package-lock.json into $(BROWSER)/node_modules"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages whose servers the tests and `make run` start by hand:
-# redis-server, clickhouse-server (+ client) and PostgreSQL 15.
+# redis-server, clickhouse-server (+ client) and PostgreSQL 15; and Chromium for the browser tests.
 #
 # Idempotent and non-interactive: it installs only what is missing, runs `apt-get update`
 # only when something has to be installed, and never starts a system service (the servers
@@ -16,7 +16,9 @@ export DEBIAN_FRONTEND=noninteractive
 #   postgresql-15       PostgreSQL 15 server binaries under /usr/lib/postgresql/15/bin
 #   util-linux          runuser/setpriv, to run initdb/postgres as the `postgres` user
 #   prometheus          Prometheus 2.42 server and promtool (tests/ops: scrape /metrics, check rules)
-PACKAGES=(redis-server clickhouse-server clickhouse-client postgresql-15 util-linux prometheus)
+#   chromium            the browser tests/browser drives headless (posthog-js, analytics.js, the
+#                       admin) through puppeteer-core: Debian's build, since nothing may download one
+PACKAGES=(redis-server clickhouse-server clickhouse-client postgresql-15 util-linux prometheus chromium)
 
 log() { printf 'install-system-deps: %s\n' "$*"; }
 
