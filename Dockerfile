@@ -19,7 +19,11 @@ COPY requirements.txt .
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
 COPY . .
-RUN /opt/venv/bin/python -m compileall -q bklog_app pipeline manage.py gunicorn_config.py
+# Static files are collected here, once, so that a container needs nothing written at start
+# (WhiteNoise serves them from STATIC_ROOT; /app belongs to root at run time).
+ENV STATIC_ROOT=/app/staticfiles
+RUN /opt/venv/bin/python -m compileall -q bklog_app pipeline manage.py gunicorn_config.py \
+    && /opt/venv/bin/python manage.py collectstatic --noinput --verbosity 0
 
 # --- runtime: the virtualenv and the code, run as an unprivileged user -----------------------
 FROM ${BASE_IMAGE} AS runtime
@@ -37,6 +41,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     BKLOG_HOME=/app \
     BKLOG_BIN=/opt/venv/bin \
     BKLOG_VAR_DIR=/var/lib/bklog \
+    STATIC_ROOT=/app/staticfiles \
     PROMETHEUS_MULTIPROC_DIR=/tmp/bklog-metrics \
     HOST=0.0.0.0 \
     PORT=8000 \

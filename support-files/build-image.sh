@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the bklog image here, run it, and check that it answers /_health.
+# Build the bklog image here, run it, and check that it answers /_health and serves the admin's
+# stylesheet (static files are collected at build time).
 #
 # No image can be pulled on these machines, so the base is a stand-in made with debootstrap
 # (Debian bookworm minbase + python3, python3-venv, ca-certificates), imported once and kept in
@@ -8,7 +9,7 @@
 # with --isolation chroot: no daemon, no nested namespaces (podman's OCI runtime cannot set
 # rlimits in this sandbox; on a normal host `podman build`/`docker build` work the same).
 #
-#   support-files/build-image.sh            build, run, check /_health, remove the container
+#   support-files/build-image.sh            build, run, check /_health and /static/, remove the container
 #   IMAGE=bklog:1.0 support-files/build-image.sh
 #   KEEP_RUNNING=1 ...                      leave the container running (prints its URL)
 #
@@ -67,11 +68,17 @@ if [[ ! -e "$stamp" ]]; then
 fi
 ca_bundle="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
 
-# 3. The image.
+# 3. The image, in Docker's format: the OCI format has no HEALTHCHECK (buildah would drop it).
 say "building $image with buildah (isolation chroot)"
-buildah bud --isolation chroot -f Dockerfile -t "$image" --build-arg "BASE_IMAGE=$base_image" \
+buildah bud --isolation chroot --format docker -f Dockerfile -t "$image" --build-arg "BASE_IMAGE=$base_image" \
     --build-arg PIP_FIND_LINKS=/wheels --volume "$wheels:/wheels:ro" \
     --build-arg PIP_CERT=/run/host-ca.crt --volume "$ca_bundle:/run/host-ca.crt:ro" .
+healthcheck="$(buildah inspect --type image --format '{{.Docker.Config.Healthcheck}}' "$image")"
+if [[ "$healthcheck" != *_health* ]]; then
+    say "the built image has no HEALTHCHECK (got: $healthcheck)" >&2
+    exit 1
+fi
+say "the image keeps its HEALTHCHECK: $healthcheck"
 
 # 4. Run it and ask /_health. A container's network is the host's here (no network namespaces
 #    to spare), so the web role listens on a free loopback port.
@@ -92,15 +99,36 @@ stop() {
 }
 [[ -n "${KEEP_RUNNING:-}" ]] || trap stop EXIT
 
+url="http://127.0.0.1:$port"
+healthy=""
 for _ in $(seq 1 150); do
-    if body="$(curl -fsS --noproxy '*' "http://127.0.0.1:$port/_health" 2>/dev/null)"; then
+    if body="$(curl -fsS --noproxy '*' "$url/_health" 2>/dev/null)"; then
+        healthy=1
         say "the container answers /_health: $body"
-        [[ -n "${KEEP_RUNNING:-}" ]] && say "left running as $name: http://127.0.0.1:$port"
-        exit 0
+        break
     fi
     sleep 0.2
 done
-stop; trap - EXIT
-say "the container did not answer /_health within 30 s; its log:" >&2
-tail -40 "$log" >&2
-exit 1
+if [[ -z "$healthy" ]]; then
+    stop; trap - EXIT
+    say "the container did not answer /_health within 30 s; its log:" >&2
+    tail -40 "$log" >&2
+    exit 1
+fi
+
+# 5. Static files: the admin's stylesheet by its plain name and by the hashed name the login page
+#    links (from the manifest collectstatic wrote at build time), each as CSS.
+static_ok() {  # path
+    local type
+    type="$(curl -fsS --noproxy '*' -o /dev/null -w '%{content_type}' "$url$1" 2>/dev/null)" || return 1
+    [[ "$type" == text/css* ]] || return 1
+    say "the container serves $1 ($type)"
+}
+hashed="$(curl -fsS --noproxy '*' "$url/admin/login/" | grep -o '/static/admin/css/base\.[0-9a-f]*\.css' | head -1 || true)"
+if [[ -z "$hashed" ]] || ! static_ok /static/admin/css/base.css || ! static_ok "$hashed"; then
+    say "the container does not serve the admin's stylesheet (login page links: ${hashed:-nothing}); its log:" >&2
+    tail -40 "$log" >&2
+    exit 1
+fi
+[[ -n "${KEEP_RUNNING:-}" ]] && say "left running as $name: $url"
+exit 0

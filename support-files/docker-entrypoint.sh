@@ -36,7 +36,8 @@ case "$role" in
         exec python manage.py migrate_clickhouse
         ;;
     all)
-        export SUPERVISOR_NODAEMON=true BKLOG_LOCAL_STORES=false
+        # Static files were collected when the image was built (Dockerfile).
+        export SUPERVISOR_NODAEMON=true BKLOG_LOCAL_STORES=false BKLOG_COLLECTSTATIC=false
         exec bash support-files/run-supervisord.sh "$@"
         ;;
     *)

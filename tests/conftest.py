@@ -78,6 +78,22 @@ def pytest_configure(config):
     from pipeline.storage.migrate import migrate
 
     migrate(TEST_CLICKHOUSE_DATABASE, report=lambda _line: None)
+    collect_static_files()
+
+
+def collect_static_files() -> None:
+    """STATIC_ROOT filled by `collectstatic`, as every deployment does it, before any test module
+    loads the WSGI application (WhiteNoise lists STATIC_ROOT once, when its middleware starts).
+
+    Pages link static files by the names in its manifest (one linking a file that is not there
+    fails, as in production), and WhiteNoise serves them to the test client and to the processes
+    the tests start, which share BKLOG_VAR_DIR and with it STATIC_ROOT.
+    """
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("collectstatic", "--noinput", verbosity=0)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -101,18 +117,11 @@ def servers() -> dict:
     return SERVERS
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def static_files() -> Path:
-    """STATIC_ROOT filled once per session by `collectstatic`, as every deployment does it.
-
-    Static names come from its manifest (a page that links a missing one fails, as in production),
-    and WhiteNoise serves them to the test client and to processes started by the tests, which
-    share BKLOG_VAR_DIR and with it STATIC_ROOT.
-    """
+    """STATIC_ROOT, collected when the session started (collect_static_files)."""
     from django.conf import settings
-    from django.core.management import call_command
 
-    call_command("collectstatic", "--noinput", verbosity=0)
     return Path(settings.STATIC_ROOT)
 
 

@@ -26,8 +26,16 @@ say() { printf 'make run: %s\n' "$*"; }
 mkdir -p "$BKLOG_VAR_DIR/log" "$BKLOG_VAR_DIR/supervisor"
 if BKLOG_LOG_DIR="$BKLOG_VAR_DIR/log" "${ctl[@]}" pid >/dev/null 2>&1; then
     say "supervisord already running; keeping it"
+    # The web process serves the static files it found when it started: restart it if they changed.
+    manifest="${STATIC_ROOT:-$BKLOG_VAR_DIR/static}/staticfiles.json"
+    before="$(md5sum "$manifest" 2>/dev/null || true)"
+    "$py" manage.py collectstatic --noinput --verbosity 0
+    if [[ "$(md5sum "$manifest")" != "$before" ]]; then
+        say "static files changed; restarting the web process"
+        BKLOG_LOG_DIR="$BKLOG_VAR_DIR/log" "${ctl[@]}" restart bklog-web >/dev/null
+    fi
 else
-    say "starting supervisord (logs in $BKLOG_VAR_DIR/log)"
+    say "starting supervisord (logs in $BKLOG_VAR_DIR/log; static files collected first)"
     bash support-files/run-supervisord.sh
 fi
 
