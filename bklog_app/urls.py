@@ -7,11 +7,14 @@ from bklog_app.capture.paths import CAPTURE_ENDPOINTS, CAPTURE_V1_ENDPOINT, SEGM
 from bklog_app.capture.segment import segment
 from bklog_app.capture.views import capture
 from bklog_app.sdk import views as sdk
+from bklog_app.sdk.definitions import LocalEvaluation
 
 urlpatterns = [
     re_path(rf"^{CAPTURE_ENDPOINTS}/?$", capture, name="capture"),
     re_path(r"^array/(?P<token>[^/]+)/config(?P<script>\.js)?$", sdk.config, name="sdk_config"),
     re_path(r"^(?P<endpoint>flags|decide)/?$", sdk.flags, name="sdk_flags"),
+    path("flags/definitions", LocalEvaluation.as_view(), name="sdk_flag_definitions"),
+    path("api/feature_flag/local_evaluation/", LocalEvaluation.as_view(), name="sdk_local_evaluation"),
     path("_health", health.liveness, name="liveness"),
     path("health", health.health, name="health"),
     path("health/ready", health.readiness, name="readiness"),

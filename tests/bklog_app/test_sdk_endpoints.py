@@ -476,3 +476,69 @@ def test_posthog_python_reads_the_flags_answer(live_server, project, gzip_body):
     assert sdk.get_all_flags("visitor-1") == {}
     assert sdk.evaluate_flags("visitor-1").get_flag("new-checkout") is None
     sdk.shutdown()
+
+
+# --- Flag definitions for local evaluation ---------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/flags/definitions", "/api/feature_flag/local_evaluation/"])
+def test_flag_definitions_for_a_member_key(project, api_client, path):
+    response = api_client.get(path, {"token": project.api_token, "send_cohorts": ""})
+    assert response.status_code == 200, response.content
+    assert response.json() == {"flags": [], "group_type_mapping": {}, "cohorts": {}}
+
+
+def test_flag_definitions_without_a_key_is_401(client, project):
+    response = client.get("/flags/definitions", {"token": project.api_token})
+    assert_error(
+        response,
+        401,
+        {
+            "type": "authentication_error",
+            "code": "not_authenticated",
+            "detail": "Authentication credentials were not provided.",
+            "attr": None,
+        },
+    )
+
+
+def test_flag_definitions_of_another_organizations_project_is_404(project, api_client):
+    other = make_project()
+    response = api_client.get("/flags/definitions", {"token": other.api_token})
+    assert_error(
+        response,
+        404,
+        {"type": "invalid_request", "code": "not_found", "detail": "No project of yours has this token.", "attr": None},
+    )
+
+
+def test_flag_definitions_without_a_token_is_400(project, api_client):
+    response = api_client.get("/flags/definitions")
+    assert_error(
+        response,
+        400,
+        {
+            "type": "validation_error",
+            "code": "invalid",
+            "detail": "The project's token is required (query parameter token).",
+            "attr": "token",
+        },
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_posthog_python_local_evaluation_loads_no_flags(live_server, project):
+    _, key = make_user_with_key(project.organization)
+    errors = []
+    sdk = Posthog(
+        project.api_token,
+        host=live_server.url,
+        secret_key=key,
+        sync_mode=True,
+        on_error=lambda error, _items: errors.append(error),
+    )
+    sdk.load_feature_flags()
+    assert sdk.feature_flags == []
+    assert errors == []
+    sdk.shutdown()
