@@ -41,14 +41,33 @@ def api_client_for(organization: Organization | None, *, staff: bool = False) ->
 
 
 def wait_for_events(project_id: int, count: int, timeout: float = 30.0, **filters) -> list[dict]:
-    """Poll ClickHouse until at least `count` events of the project are stored."""
+    """Poll ClickHouse until at least `count` events of the project are stored; return them.
+    Raises AssertionError, saying how many arrived, if fewer did within `timeout` seconds."""
     from pipeline.storage.events import list_events
 
     deadline = time.monotonic() + timeout
-    rows: list[dict] = []
-    while time.monotonic() < deadline:
+    while True:
         rows = list_events(project_id, limit=100_000, **filters)
         if len(rows) >= count:
             return rows
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"project {project_id}: {len(rows)} of {count} expected events stored after {timeout:g} s"
+                + (f" (filters {filters})" if filters else "")
+            )
         time.sleep(0.1)
+
+
+def assert_no_more_events(project_id: int, count: int, settle_seconds: float = 3.0, **filters) -> list[dict]:
+    """Wait until `count` events of the project are stored, then `settle_seconds` more, and assert
+    that no more arrived: for tests that prove something was not stored (an event dropped, a
+    duplicate kept out). Returns the events."""
+    from pipeline.storage.events import list_events
+
+    wait_for_events(project_id, count, **filters)
+    time.sleep(settle_seconds)
+    rows = list_events(project_id, limit=100_000, **filters)
+    assert len(rows) == count, (
+        f"project {project_id}: {len(rows)} events stored, expected no more than {count} after {settle_seconds:g} s"
+    )
     return rows

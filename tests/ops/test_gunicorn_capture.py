@@ -35,7 +35,8 @@ def test_keep_alive_connection_carries_many_capture_requests(web, project, celer
     refused = connection.getresponse()
     assert refused.status == 400 and orjson.loads(refused.read())["code"] == "invalid_payload"
     connection.close()
-    wait_for_events(project.id, 5)
+    stored = wait_for_events(project.id, 5)
+    assert sorted((e["event"], e["distinct_id"]) for e in stored) == [("kept", f"u{n}") for n in range(5)]
 
 
 def test_posthog_sdk_through_gunicorn(web, project, celery_worker):
@@ -44,4 +45,9 @@ def test_posthog_sdk_through_gunicorn(web, project, celery_worker):
         sdk.capture("sdk_through_gunicorn", distinct_id=f"user-{n % 5}", properties={"n": n})
     sdk.flush()
     sdk.shutdown()
-    wait_for_events(project.id, 60)
+    stored = wait_for_events(project.id, 60)
+    assert len(stored) == 60
+    assert {e["event"] for e in stored} == {"sdk_through_gunicorn"}
+    assert sorted((e["properties"]["n"], e["distinct_id"]) for e in stored) == [(n, f"user-{n % 5}") for n in range(60)]
+    assert {e["properties"]["$lib"] for e in stored} == {"posthog-python"}  # what the SDK adds, kept
+    assert len({e["uuid"] for e in stored}) == 60
