@@ -16,7 +16,9 @@ from pipeline.ingestion.projects import forget
 from pipeline.queues import Queue
 from pipeline.redis import get_redis
 from tests.bklog_app.test_capture_api import queued_messages
+from tests.conftest import process_env
 from tests.factories import wait_for_events
+from tests.ops.processes import GunicornProcess
 
 pytestmark = pytest.mark.django_db
 
@@ -392,3 +394,22 @@ def test_posthog_python_in_v1_mode_stores_its_events(live_server, project, celer
     assert row["properties"]["$lib"] == "posthog-python"
     # The server's verdict reaches the client: the one dropped event, with its reason.
     assert [error.drops for error in errors] == [[(str(dropped), "dropped_performance_event")]]
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_posthog_python_in_v1_mode_through_gunicorn(test_database_url, project, celery_worker):
+    """Gunicorn serves the WSGI application whose fast path takes PostHog's v0 paths; v1 goes on to Django."""
+    web = GunicornProcess(process_env(test_database_url, CONSUL_ENABLED="false")).start()
+    try:
+        sdk = Posthog(project.api_token, host=web.url, capture_mode="v1", capture_compression="gzip", flush_at=10,
+                      flush_interval=0.2, max_retries=1)  # fmt: skip
+        sent = {
+            str(sdk.capture("v1_through_gunicorn", distinct_id=f"g-{n % 4}", properties={"n": n})) for n in range(25)
+        }
+        sdk.flush()
+        sdk.shutdown()
+    finally:
+        web.stop()
+    stored = wait_for_events(project.id, 25, event="v1_through_gunicorn")
+    assert {row["uuid"] for row in stored} == sent
