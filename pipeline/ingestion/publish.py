@@ -21,7 +21,7 @@ value: the capture endpoint uses that to check that no project changed since it 
 token's project (pipeline/ingestion/projects.py), instead of reading that epoch with a command
 of its own.
 
-A broker that is not Redis falls back to `apply_async`.
+A broker that is not Redis gets Celery's own publish (`send_task`, pipeline/ingestion/enqueue.py).
 """
 
 import base64

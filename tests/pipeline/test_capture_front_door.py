@@ -5,6 +5,7 @@ answers to these refusals are tested through the views (tests/bklog_app/test_cap
 from datetime import UTC, datetime
 
 import pytest
+from django.test import override_settings
 
 from pipeline.ingestion import capture, publish
 from pipeline.ingestion.message import INGEST_QUEUE, parts_of
@@ -84,3 +85,13 @@ def test_a_queue_that_does_not_answer_is_refused_as_unavailable(project, servers
         servers["redis"].start()
     assert "Redis" in str(refused.value)
     assert queued() == []
+
+
+def test_a_broker_that_is_not_redis_gets_celerys_own_publish_of_the_same_message(project):
+    """Celery's app keeps its configured (Redis) broker; the setting only steers enqueue.py to
+    `send_task`, whose message must carry the same requests."""
+    events = [{"event": "sent_as_a_task", "distinct_id": "u1"}]
+    with override_settings(CELERY_BROKER_URL="amqp://guest@127.0.0.1//"):
+        accept(project.api_token, events)
+    [request] = queued()
+    assert (request["project_id"], request["events"]) == (project.id, events)
