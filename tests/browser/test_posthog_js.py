@@ -4,7 +4,8 @@ Two builds of posthog-js, one project each: array.js (what PostHog's snippet loa
 the remote config as a script, /array/<token>/config.js) and array.full.no-external.js (every
 extension inside, no script loading; it asks for /array/<token>/config as JSON). On each page
 a visitor views it, triggers a custom event, clicks a <button> (autocapture), is identified and
-leaves (the last event goes out by sendBeacon). See docs/contracts.md for the endpoints.
+leaves (the last event goes out by sendBeacon); the page also reloads its feature flags. See
+docs/contracts.md for the endpoints.
 """
 
 from urllib.parse import urlencode, urlsplit
@@ -25,6 +26,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(scope="module")
 def visits(bklog, customer_site, organization, committed) -> dict:
+    """Each page's visit: its requests and console, then its stored events once every expected
+    one has arrived, and the person each of its two distinct ids belongs to (read here, before
+    the first test's flush empties the tables)."""
+    from bklog_app.persons.models import PersonDistinctId
+
     with committed():
         projects = {bundle: make_project(organization) for bundle in CONFIG_REQUEST}
     pages = [
@@ -32,27 +38,16 @@ def visits(bklog, customer_site, organization, committed) -> dict:
             {"token": project.api_token, "api_host": bklog.url})}
         for bundle, project in projects.items()
     ]  # fmt: skip
-    output = run_scenario("posthog_js", {"pages": pages})
-    return {visit["bundle"]: {**visit, "project": projects[visit["bundle"]]} for visit in output["visits"]}
-
-
-@pytest.fixture(scope="module")
-def stored(visits, committed) -> dict:
-    """Each page's stored events, once every expected one has arrived (or 45 s have passed), and
-    the person each of its two distinct ids belongs to."""
-    from bklog_app.persons.models import PersonDistinctId
-
-    stored = {}
+    visits = {visit["bundle"]: visit for visit in run_scenario("posthog_js", {"pages": pages})["visits"]}
     for bundle, visit in visits.items():
-        rows = wait_for_event_names(visit["project"].id, EXPECTED_EVENTS)
+        visit["project"] = project = projects[bundle]
+        visit["events"] = wait_for_event_names(project.id, EXPECTED_EVENTS)
         with committed():
-            persons = dict(
-                PersonDistinctId.objects.filter(
-                    project=visit["project"], distinct_id__in=[visit["anonymous_id"], visit["user_id"]]
-                ).values_list("distinct_id", "person_id")
-            )
-        stored[bundle] = {"events": rows, "persons": {key: str(value) for key, value in persons.items()}}
-    return stored
+            persons = PersonDistinctId.objects.filter(
+                project=project, distinct_id__in=[visit["anonymous_id"], visit["user_id"]]
+            ).values_list("distinct_id", "person_id")
+            visit["persons"] = {distinct_id: str(person) for distinct_id, person in persons}
+    return visits
 
 
 def bklog_requests(visit: dict, bklog_url: str) -> list[dict]:
@@ -73,6 +68,8 @@ def test_every_request_is_answered_2xx(visits, bundle):
 
 @bundles
 def test_remote_config_and_flags_are_asked_for(visits, bundle, bklog):
+    """The remote config on start; flags when posthog-js wants them (on start unless the config
+    says the project has none, and whenever the page calls posthog.reloadFeatureFlags())."""
     visit = visits[bundle]
     token = visit["project"].api_token
     requests = bklog_requests(visit, bklog.url)
@@ -95,8 +92,16 @@ def test_events_are_sent_gzipped(visits, bundle, bklog):
 
 
 @bundles
-def test_events_are_stored_with_their_distinct_ids(visits, stored, bundle):
-    visit, events = visits[bundle], stored[bundle]["events"]
+def test_leaving_the_page_sends_the_rest_by_beacon(visits, bundle, bklog):
+    visit = visits[bundle]
+    beacons = [r for r in bklog_requests(visit, bklog.url) if r["type"] == "Ping"]
+    assert visit["beacon_sent"] and beacons, summary(visit["requests"])
+    assert all(urlsplit(r["url"]).path in CAPTURE_PATHS and r["status"] == 200 for r in beacons), summary(beacons)
+
+
+@bundles
+def test_events_are_stored_with_their_distinct_ids(visits, bundle):
+    visit, events = visits[bundle], visits[bundle]["events"]
     by_name = {}
     for event in events:
         by_name.setdefault(event["event"], []).append(event)
@@ -113,8 +118,8 @@ def test_events_are_stored_with_their_distinct_ids(visits, stored, bundle):
 
 
 @bundles
-def test_a_click_on_a_button_is_autocaptured_with_its_elements_chain(stored, bundle):
-    clicks = [event for event in stored[bundle]["events"] if event["event"] == "$autocapture"]
+def test_a_click_on_a_button_is_autocaptured_with_its_elements_chain(visits, bundle):
+    clicks = [event for event in visits[bundle]["events"] if event["event"] == "$autocapture"]
     assert len(clicks) == 1, clicks
     chain = clicks[0]["elements_chain"]
     assert chain.startswith("button"), chain
@@ -123,9 +128,9 @@ def test_a_click_on_a_button_is_autocaptured_with_its_elements_chain(stored, bun
 
 
 @bundles
-def test_identify_merges_the_anonymous_person(visits, stored, bundle):
-    visit, persons = visits[bundle], stored[bundle]["persons"]
+def test_identify_merges_the_anonymous_person(visits, bundle):
+    visit, persons = visits[bundle], visits[bundle]["persons"]
     assert set(persons) == {visit["anonymous_id"], visit["user_id"]}
     assert len(set(persons.values())) == 1
-    identified = [e for e in stored[bundle]["events"] if e["distinct_id"] == visit["user_id"]]
+    identified = [e for e in visit["events"] if e["distinct_id"] == visit["user_id"]]
     assert {str(e["person_id"]) for e in identified} == set(persons.values())

@@ -13,13 +13,16 @@ import { main } from "./scenario.mjs";
 
 async function snapshot(page, recorder, response, spec) {
   const shown = await page.evaluate((selectors) => {
+    const main = document.querySelector("#content") || document.body;
     const header = document.querySelector("#header");
     const counts = Object.fromEntries(selectors.map((selector) => [selector, document.querySelectorAll(selector).length]));
     return {
       title: document.title,
       header_background: header ? getComputedStyle(header).backgroundColor : null,
       messages: [...document.querySelectorAll("ul.messagelist li, .errornote, .errorlist li")].map((node) => node.textContent.trim()),
+      preformatted: [...document.querySelectorAll("pre")].map((node) => node.textContent),
       counts,
+      text: main.innerText.slice(0, 400),
     };
   }, spec.expect || []);
   const stylesheets = recorder
@@ -45,15 +48,20 @@ async function visit(browser, base, screenshots, spec) {
   let response = await page.goto(`${base}${spec.path}`, { waitUntil: "load" });
   const opened = await snapshot(page, recorder, response, spec);
   let submitted = null;
+  let formError = null;
   if (spec.form) {
-    response = await submit(page, spec.form);
-    await recorder.settle();
-    submitted = await snapshot(page, recorder, response, spec);
+    try {
+      response = await submit(page, spec.form);
+      await recorder.settle();
+      submitted = await snapshot(page, recorder, response, spec);
+    } catch (error) {
+      formError = String(error.message || error);
+    }
   }
   const screenshot = path.join(screenshots, `${spec.name}.png`);
   await page.screenshot({ path: screenshot, fullPage: true });
   await page.close();
-  return { name: spec.name, opened, submitted, screenshot, console_errors: recorder.consoleErrors };
+  return { name: spec.name, opened, submitted, form_error: formError, screenshot, console_errors: recorder.consoleErrors };
 }
 
 main(async ({ base, username, password, screenshots, pages }) => {

@@ -64,7 +64,9 @@ export async function record(page) {
   const requests = new Map();
   const consoleErrors = [];
   page.on("console", (message) => {
-    if (message.type() === "error") consoleErrors.push(message.text());
+    if (message.type() !== "error") return;
+    const where = message.location() && message.location().url;
+    consoleErrors.push(where ? `${message.text()} (${where})` : message.text());
   });
   page.on("pageerror", (error) => consoleErrors.push(`pageerror: ${error.message}`));
 
@@ -85,6 +87,16 @@ export async function record(page) {
       failure: null,
       done: false,
     });
+    // A beacon's Blob body is not in the event; the protocol hands it over on request.
+    if (request.hasPostData && !(request.postDataEntries || []).length && request.postData === undefined) {
+      cdp
+        .send("Network.getRequestPostData", { requestId })
+        .then(({ postData, base64Encoded }) => {
+          const entry = requests.get(requestId);
+          if (entry) Object.assign(entry, describeBody(Buffer.from(postData, base64Encoded ? "base64" : "utf8")));
+        })
+        .catch(() => {});
+    }
   });
   cdp.on("Network.responseReceived", ({ requestId, response }) => {
     const entry = requests.get(requestId);

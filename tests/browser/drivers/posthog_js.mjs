@@ -1,6 +1,6 @@
 // posthog-js on a page of another origin, as a visitor uses it: the page view on load, a custom
-// event, a click on a <button> (autocapture), identify, and one last event sent while the page
-// unloads (posthog-js flushes its queue with sendBeacon then).
+// event, a click on a <button> (autocapture), a reload of its feature flags, identify, and one
+// last event sent as the page is left (posthog-js flushes its queue with sendBeacon then).
 //
 // Input: {"pages": [{"url", "bundle"}]}; output per page: the distinct ids it used, every
 // request it made with its answer, and its console errors.
@@ -24,15 +24,24 @@ async function visit(browser, { url, bundle }) {
   const userId = `${anonymousId}-user`;
   await page.evaluate(() => window.posthog.capture("bklog_custom", { plan: "pro", seats: 3 }));
   await page.click("#buy");
+  await page.evaluate(() => window.posthog.reloadFeatureFlags());
+  const flagsAsked = await recorder.until((requests) =>
+    requests.some((r) => new URL(r.url).pathname.startsWith("/flags") && r.done),
+  );
   await page.evaluate((id) => window.posthog.identify(id, { email: `${id}@example.com` }), userId);
   await page.evaluate(() => window.posthog.capture("bklog_left_page"));
   const identifiedId = await page.evaluate(() => window.posthog.get_distinct_id());
-  await page.goto("about:blank");
+  // The page is leaving: posthog-js sends what it still holds with sendBeacon. The event is the
+  // browser's own on navigation; dispatched here, the page stays open so its beacon is seen.
+  await page.evaluate(() => window.dispatchEvent(new PageTransitionEvent("pagehide", { persisted: false })));
+  const beaconSent = await recorder.until((requests) => requests.some((r) => r.type === "Ping" && isCapture(r)), 5000);
   await recorder.settle();
   await context.close();
   return {
     bundle,
     pageview_sent: pageviewSent,
+    flags_asked: flagsAsked,
+    beacon_sent: beaconSent,
     anonymous_id: anonymousId,
     user_id: userId,
     identified_id: identifiedId,
