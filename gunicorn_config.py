@@ -6,8 +6,19 @@ a background thread (bklog_app/consul_registration.py), so Consul being down or 
 up or stops Gunicorn; `on_exit` deregisters it.
 """
 
-import multiprocessing
 import os
+
+# gevent must patch the standard library before anything else imports it: the master loads this
+# file, then the logger and hooks below import bklog_app (its Celery app, Django's database
+# layer), and a thread-local that Django creates before the patch is shared by every greenlet
+# of a worker ("DatabaseWrapper objects created in a thread can only be used in that same
+# thread"). Gunicorn's gevent worker patches again after the fork; a second patch is a no-op.
+if os.environ.get("GUNICORN_WORKER_CLASS", "gevent") == "gevent":
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import multiprocessing
 
 
 def _env_int(name: str, default: int) -> int:
