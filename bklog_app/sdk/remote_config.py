@@ -33,7 +33,9 @@ def remote_config(token: str, project: ProjectInfo) -> dict:
         "errorTracking": _error_tracking(project),
         "sessionRecording": False,
         "heatmaps": project.heatmaps_opt_in,
-        "surveys": False,
+        # No `surveys` (PostHog sends false): on false, posthog-js still loads its surveys script
+        # from the API host (/static/<version>/surveys.js), which bklog does not serve; without
+        # the key it loads nothing.
         "productTours": False,
         "defaultIdentifiedOnly": project.default_identified_only,
         "siteApps": [],

@@ -28,7 +28,7 @@ ORIGIN = "https://shop.example.com"
 REMOTE_CONFIG_KEYS = {
     "token", "supportedCompression", "hasFeatureFlags", "captureDeadClicks", "capturePerformance",
     "autocapture_opt_out", "autocaptureExceptions", "analytics", "elementsChainAsString", "errorTracking",
-    "sessionRecording", "heatmaps", "surveys", "productTours", "defaultIdentifiedOnly", "siteApps",
+    "sessionRecording", "heatmaps", "productTours", "defaultIdentifiedOnly", "siteApps",
 }  # fmt: skip
 FLAGS_CONFIG = {
     "supportedCompression": ["gzip", "gzip-js"],
@@ -80,6 +80,8 @@ def assert_error(response, status: int, body: dict) -> None:
 
 
 def test_remote_config_json_for_a_new_project(client, project):
+    """PostHog's remote config for a project without flags, recordings or site apps; without
+    `surveys`, so that posthog-js does not load a surveys script bklog does not serve."""
     response = client.get(f"/array/{project.api_token}/config", HTTP_ORIGIN=ORIGIN)
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
@@ -97,7 +99,6 @@ def test_remote_config_json_for_a_new_project(client, project):
         "errorTracking": {"autocaptureExceptions": False, "suppressionRules": []},
         "sessionRecording": False,
         "heatmaps": False,
-        "surveys": False,
         "productTours": False,
         "defaultIdentifiedOnly": True,
         "siteApps": [],
