@@ -428,6 +428,27 @@ def test_flags_put_is_405(client, project):
     assert response["Allow"] == "GET, POST, OPTIONS, HEAD"
 
 
+def test_redis_down_is_503_with_cors_and_recovers(client, project, servers):
+    """The token lookup checks the project epoch in Redis (pipeline/ingestion/projects.py)."""
+    redis = servers["redis"]
+    redis.stop()
+    try:
+        config = client.get(f"/array/{project.api_token}/config", HTTP_ORIGIN=ORIGIN)
+        flags = client.post("/flags/?v=2", data=flags_body(project), content_type="application/json")
+    finally:
+        redis.start()
+    down = {
+        "type": "server_error",
+        "code": "server_error",
+        "detail": "The project database or Redis is unavailable (ConnectionError); retry later.",
+        "attr": None,
+    }
+    assert_error(config, 503, down)
+    assert_error(flags, 503, down)
+    assert config["Access-Control-Allow-Origin"] == ORIGIN
+    assert client.get(f"/array/{project.api_token}/config").status_code == 200
+
+
 # --- CORS ----------------------------------------------------------------------------------
 
 
