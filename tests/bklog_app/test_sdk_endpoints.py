@@ -16,6 +16,8 @@ from urllib.parse import urlencode
 
 import orjson
 import pytest
+from django.contrib.auth import get_user_model
+from django.urls import reverse
 from posthog import Posthog
 from rest_framework.test import APIClient
 
@@ -211,6 +213,25 @@ def test_settings_changed_over_the_api_show_in_the_config(
     assert flags["autocapture_opt_out"] is True
     assert flags["autocaptureExceptions"] == {"endpoint": "/e/"}
     assert flags["capturePerformance"] == config["capturePerformance"]
+
+
+def test_settings_changed_in_the_admin_show_in_the_config(client, project, django_capture_on_commit_callbacks):
+    operator = get_user_model().objects.create_superuser("operator", "ops@example.com", "pw")
+    client.force_login(operator)
+    form = {
+        "organization": project.organization_id,
+        "name": project.name,
+        "rate_limit_per_minute": "",
+        "capture_pageview": "on",
+        "capture_pageleave": "on",
+        "autocapture_opt_out": "on",  # the browser SDK section; unchecked boxes are left out
+        "heatmaps_opt_in": "on",
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("admin:bklog_app_project_change", args=[project.pk]), form)
+    assert response.status_code == 302, response.content
+    config = client.get(f"/array/{project.api_token}/config").json()
+    assert (config["autocapture_opt_out"], config["heatmaps"], config["defaultIdentifiedOnly"]) == (True, True, False)
 
 
 def test_new_project_settings_defaults_over_the_api(project, api_client):
