@@ -28,8 +28,9 @@ class _BitReader:
             self.values = [_VALUES[char] for char in text]
         except KeyError as missing:
             raise LZStringError(f"{missing.args[0]!r} is not a base64 character") from None
-        self.index = 0
-        self.mask = 0  # the next bit of values[index - 1] to read; 0: move on to the next value
+        self.index = 0  # of the next value to read
+        self.current = 0  # values[index - 1]
+        self.mask = 0  # the bit of `current` to read next; 0: move on to the next value
 
     def read(self, width: int) -> int:
         code = 0
