@@ -15,8 +15,9 @@ The response format follows the version parameter `v` as PostHog's service reads
 `/flags/`, v >= 2 gives `flags` (objects per flag) and anything else `featureFlags` plus
 `featureFlagPayloads`; on `/decide/`, v=1 (or none) a list of enabled flag keys, v=2 a map of
 them, v=3 the `/flags/` v1 format, v >= 4 the v2 format. Config fields come with `config=true`
-and on `/decide/`; `/flags/` with neither `v` nor `config` answers as `v=2&config=true`. Errors are
-bklog's JSON errors, {type, code, detail, attr} (PostHog's service answers its 401s as text).
+and on `/decide/`; a POST to `/flags/` with neither `v` nor `config` is answered as
+`v=2&config=true`. Errors are bklog's JSON errors, {type, code, detail, attr} (PostHog's
+service answers its 401s as text).
 """
 
 import re
