@@ -1,11 +1,11 @@
 """Ingestion warnings and dead letters, collected during a batch and written together."""
 
-import traceback
 from dataclasses import dataclass, field
 
 import structlog
 
 from bklog_app.models import DeadLetter, IngestionWarning
+from pipeline.deadletters.record import EVENT_KIND, error_text
 
 logger = structlog.get_logger(__name__)
 
@@ -21,22 +21,15 @@ class BatchRecords:
         )
 
     def dead_letter(self, project_id: int | None, step: str, error: BaseException, payload, context: dict) -> None:
-        message = f"{type(error).__name__}: {error}"
+        text = error_text(error)
         logger.warning(
             "event dead-lettered; replay it from the dead-letter store once the cause is fixed",
             step=step,
-            error=message.splitlines()[0][:300],
+            error=text.splitlines()[0][:300],
             project_id=project_id,
         )
         self.dead_letters.append(
-            DeadLetter(
-                project_id=project_id,
-                kind="event",
-                step=step,
-                error=message + "\n" + "".join(traceback.format_exception(error))[-4000:],
-                payload=payload,
-                context=context,
-            )
+            DeadLetter(project_id=project_id, kind=EVENT_KIND, step=step, error=text, payload=payload, context=context)
         )
 
     def save(self) -> None:

@@ -216,7 +216,7 @@ def test_logs_newest_first_with_filters(api_client, project, schema_plugin):
 
 
 @pytest.fixture
-def test_run_plugin(api_client, project, local_plugin):
+def local_plugin_config(api_client, project, local_plugin):
     def make(code, config=None, schema=None):
         path = local_plugin(code, config=schema)
         plugin = create_plugin(api_client, source_type="local", path=path).json()
@@ -231,8 +231,8 @@ def run(api_client, config, event):
     )
 
 
-def test_test_run_answers_the_output_and_logs_without_side_effects(api_client, test_run_plugin):
-    config = test_run_plugin(
+def test_test_run_answers_the_output_and_logs_without_side_effects(api_client, local_plugin_config):
+    config = local_plugin_config(
         """
         def setup_plugin(meta):
             meta.state["suffix"] = "!"
@@ -269,21 +269,21 @@ def test_test_run_answers_the_output_and_logs_without_side_effects(api_client, t
     assert config.error is None
 
 
-def test_test_run_answers_a_drop_and_errors(api_client, test_run_plugin, settings):
-    dropper = test_run_plugin("def process_event(event, meta):\n    return None\n")
+def test_test_run_answers_a_drop_and_errors(api_client, local_plugin_config, settings):
+    dropper = local_plugin_config("def process_event(event, meta):\n    return None\n")
     assert run(api_client, dropper, {"event": "x"}).json() == {"event": None, "logs": [], "error": None}
 
-    raiser = test_run_plugin("def process_event(event, meta):\n    raise KeyError('plan')\n")
+    raiser = local_plugin_config("def process_event(event, meta):\n    raise KeyError('plan')\n")
     body = run(api_client, raiser, {"event": "x"}).json()
     assert body["event"] is None
     assert body["error"] == {"name": "KeyError", "message": "'plan'"}
     assert body["logs"][-1]["type"] == "ERROR"
 
-    mover = test_run_plugin("def process_event(event, meta):\n    event['team_id'] = 0\n    return event\n")
+    mover = local_plugin_config("def process_event(event, meta):\n    event['team_id'] = 0\n    return event\n")
     assert run(api_client, mover, {"event": "x"}).json()["error"]["name"] == "PluginOutputError"
 
     settings.PLUGIN_TIMEOUT_SECONDS = 0.5
-    sleeper = test_run_plugin("import time\ndef process_event(event, meta):\n    time.sleep(30)\n")
+    sleeper = local_plugin_config("import time\ndef process_event(event, meta):\n    time.sleep(30)\n")
     body = run(api_client, sleeper, {"event": "x"}).json()
     assert body["error"]["name"] == "PluginTimeoutError"
     assert "time limit of 0.5 s" in body["error"]["message"]
