@@ -7,9 +7,10 @@ in drivers/ (puppeteer-core driving Debian's Chromium, or posthog-node) that pri
 document; a test module runs its script once and asserts on that document and on what ClickHouse
 and the database stored.
 
-The Node packages come from package-lock.json (`make browser-deps`); objects a scenario needs are
-committed to the test database by module fixtures (the browser and Gunicorn see only committed
-rows) and deleted again at the module's end.
+The Node packages come from package-lock.json (`make browser-deps`). Objects a scenario needs
+are committed to the test database by module fixtures (the browser and Gunicorn see only
+committed rows), and whatever a test reads from the database is read there too: the tests are
+transactional (so the session sets the test database up), and the first one's flush empties it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ NODE_MODULES = HERE / "node_modules"
 DRIVERS = HERE / "drivers"
 PAGES = HERE / "pages"
 SCREENSHOTS = ROOT / "var" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("BKLOG_CHROMIUM", "/usr/bin/chromium"))  # as drivers/chromium.mjs
 SCENARIO_TIMEOUT = 240
 
 
