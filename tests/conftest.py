@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ClickHouseServer, PostgresServer, RedisServer
+from devservers import ClickHouseServer, PostgresServer, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS: dict[str, object] = {}

@@ -1,4 +1,4 @@
-"""Smoke test of tests/servers.py: each real server starts, answers, stops and comes back.
+"""Smoke test of devservers/: each real server starts, answers, stops and comes back.
 
 Needs no Django: run it alone with
 ``python -m pytest tests/test_servers_smoke.py -p no:django --noconftest -q``.
@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.servers import ClickHouseServer, PostgresServer, RedisServer
+from devservers import ClickHouseServer, PostgresServer, RedisServer
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.ingestion.message import CapturedRequest, parts_of
+from pipeline.ingestion.message import CapturedRequest
 
-__all__ = ["Coalescer", "Guard", "PublishParts", "parts_of"]  # parts_of: older importers
+__all__ = ["Coalescer", "Guard", "PublishParts"]
 
 Guard = tuple[str, bytes | None] | None
 PublishParts = Callable[[list[CapturedRequest], Guard], object]

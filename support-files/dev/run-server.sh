@@ -5,7 +5,7 @@
 #   run-server.sh clickhouse <data_dir> <port> [<http_port>]   (http_port defaults to 8123)
 #
 # The server replaces this shell (exec), so SIGTERM from supervisord stops it gracefully.
-# It uses the same configuration as tests/servers.py: redis.conf, and for ClickHouse
+# It uses the same configuration as devservers/servers.py: redis.conf, and for ClickHouse
 # config.xml rendered from clickhouse-config.xml.template plus clickhouse-users.xml.
 set -euo pipefail
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from pipeline.ingestion import publish
-from pipeline.ingestion.coalesce import parts_of
+from pipeline.ingestion.message import parts_of
 from pipeline.queues import Queue
 from pipeline.redis import get_redis
 from tests.fastpath_client import FastPathClient

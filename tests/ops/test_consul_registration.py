@@ -8,8 +8,8 @@ import consul
 import pytest
 
 from bklog_app.consul_registration import ConsulRegistrar, advertised_address, consul_client, service_definition
+from devservers import free_port
 from tests.consul_double import AgentError, ConsulAgentDouble, parse_go_duration
-from tests.servers import free_port
 
 
 def settings_for(**overrides) -> SimpleNamespace:

@@ -6,10 +6,10 @@ docs/contracts.md#operations: registered when ready with the advertised address 
 
 import pytest
 
+from devservers import free_port
 from tests.conftest import process_env
 from tests.consul_double import ConsulAgentDouble
 from tests.ops.processes import GunicornProcess, http_get
-from tests.servers import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

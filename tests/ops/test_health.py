@@ -52,7 +52,7 @@ def test_ready_is_503_naming_clickhouse_while_it_is_stopped_and_200_once_back(cl
 
 
 def test_ready_is_503_naming_redis_while_it_is_unreachable(client, settings):
-    from tests.servers import free_port
+    from devservers import free_port
 
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     response = client.get("/health/ready")

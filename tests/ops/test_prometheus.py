@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 import pipeline.metrics  # noqa: F401 - sets PROMETHEUS_MULTIPROC_DIR, which the web process inherits
+from devservers import free_port
 from tests.conftest import process_env
 from tests.factories import wait_for_events
 from tests.ops.processes import ROOT, GunicornProcess, http_get, http_post, wait_until
-from tests.servers import free_port
 
 PROMETHEUS_DIR = ROOT / "support-files" / "prometheus"
 PROMETHEUS = shutil.which("prometheus")

@@ -19,10 +19,10 @@ import orjson
 import pytest
 
 from bench.stack import Stack
+from devservers import free_port
 from tests.conftest import process_env
 from tests.factories import wait_for_events
 from tests.ops.processes import BIN, ROOT, http_get, http_post, wait_until
-from tests.servers import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

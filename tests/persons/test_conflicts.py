@@ -119,7 +119,7 @@ def test_database_outage_raises(project):
     saved = dict(connection.settings_dict)
     connection.close()
     if connection.vendor == "postgresql":
-        from tests.servers import free_port
+        from devservers import free_port
 
         connection.settings_dict["PORT"] = str(free_port())
     else:
