@@ -15,14 +15,14 @@ $bin/lint-imports || status=1
 # The browser tier (tests/browser: posthog-js, analytics.js and the admin in headless Chromium,
 # posthog-node) runs once, in the PostgreSQL pass: it checks the clients against bklog's HTTP
 # contracts, which do not depend on the database engine, and PostgreSQL is what a deployment's
-# Gunicorn runs on. Left out of the SQLite pass, it does not cost its minutes twice.
+# Gunicorn runs on. Left out of the SQLite pass, it does not cost its time (about 40 s) twice.
 for database in sqlite postgres; do
     echo "== pytest, Django database: $database"
     only_once=()
     if [ "$database" = sqlite ]; then only_once=(--ignore=tests/browser); fi
     BKLOG_TEST_DATABASE=$database $bin/python -m pytest "${only_once[@]}" "$@"
     code=$?
-    # 5 is "no tests collected": arguments that name only the browser tier, in the SQLite pass.
+    # 5 is "no tests collected": arguments that select only browser tests, in the SQLite pass.
     if [ $code -eq 5 ] && [ ${#only_once[@]} -gt 0 ]; then code=0; fi
     if [ $code -ne 0 ]; then status=$code; fi
 done
