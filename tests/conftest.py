@@ -223,6 +223,17 @@ def make_worker(worker_env):
 
 
 @pytest.fixture
+def empty_ingestion_queue():
+    """The capture tests read what was enqueued: start and end each with an empty ingestion queue."""
+    from pipeline.queues import Queue
+    from pipeline.redis import get_redis
+
+    get_redis().delete(Queue.INGESTION.value)
+    yield
+    get_redis().delete(Queue.INGESTION.value)
+
+
+@pytest.fixture
 def project(db):
     from tests.factories import make_project
 

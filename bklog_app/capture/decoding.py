@@ -150,25 +150,22 @@ def lz64_decompress(data: bytes, limit: int) -> bytes:
 
 
 def gunzip(data: bytes, limit: int) -> bytes:
-    # A small body may expand a lot; refuse anything that grows past ten times the limit.
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit * 10)
-    except zlib.error as exc:
-        raise invalid_payload(f"The body could not be gunzipped: {exc}.") from None
-    if inflater.unconsumed_tail:
-        raise payload_too_large(limit)
-    return out
+    return _decompress(data, limit, 16 + zlib.MAX_WBITS, "gunzipped")
 
 
 def inflate(data: bytes, limit: int) -> bytes:
-    """`Content-Encoding: deflate`, with gunzip's bound: zlib-wrapped (RFC 1950, first byte
-    0x78) as most clients send it, else raw deflate (RFC 1951), as some do."""
-    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS if data[:1] == b"\x78" else -zlib.MAX_WBITS)
+    """`Content-Encoding: deflate`: zlib-wrapped (RFC 1950, first byte 0x78) as most clients
+    send it, else raw deflate (RFC 1951), as some do."""
+    return _decompress(data, limit, zlib.MAX_WBITS if data[:1] == b"\x78" else -zlib.MAX_WBITS, "inflated")
+
+
+def _decompress(data: bytes, limit: int, wbits: int, what: str) -> bytes:
+    # A small body may expand a lot; refuse anything that grows past ten times the limit.
+    inflater = zlib.decompressobj(wbits=wbits)
     try:
         out = inflater.decompress(data, limit * 10)
     except zlib.error as exc:
-        raise invalid_payload(f"The body could not be inflated: {exc}.") from None
+        raise invalid_payload(f"The body could not be {what}: {exc}.") from None
     if inflater.unconsumed_tail:
         raise payload_too_large(limit)
     return out

@@ -18,7 +18,7 @@ from pipeline.queues import Queue
 from pipeline.redis import get_redis
 from tests.fastpath_client import FastPathClient
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_ingestion_queue")]
 
 
 @pytest.fixture(params=["django handler", "fast path"])
@@ -26,13 +26,6 @@ def client(request, client):
     """Every test runs twice: through Django's handler (the URLconf) and through the WSGI
     application Gunicorn serves, whose fast path takes capture URLs around the middleware."""
     return client if request.param == "django handler" else FastPathClient()
-
-
-@pytest.fixture(autouse=True)
-def empty_ingestion_queue():
-    get_redis().delete(Queue.INGESTION.value)
-    yield
-    get_redis().delete(Queue.INGESTION.value)
 
 
 def queued_messages() -> list[dict]:

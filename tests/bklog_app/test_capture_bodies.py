@@ -14,12 +14,10 @@ import pytest
 
 from bklog_app.persons.models import PersonDistinctId
 from pipeline.ingestion.batch import ingest_messages
-
-# The capture tests' queue helpers; empty_ingestion_queue is their autouse fixture, used here too.
-from tests.bklog_app.test_capture_api import empty_ingestion_queue, queued_messages  # noqa: F401
+from tests.bklog_app.test_capture_api import queued_messages
 from tests.fastpath_client import FastPathClient
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_ingestion_queue")]
 
 # LZString.compressToBase64 (lz-string 1.5.0) of LZ64_EVENTS.
 LZ64_EVENTS = [{"event": "lz event", "distinct_id": "user-1", "properties": {"text": "héllo wörld 😀", "n": [1, 2, 3]}}]

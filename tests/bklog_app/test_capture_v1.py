@@ -20,18 +20,11 @@ from tests.conftest import process_env
 from tests.factories import wait_for_events
 from tests.ops.processes import GunicornProcess
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_ingestion_queue")]
 
 PATH = "/i/v1/analytics/events"
 REQUEST_ID = "4f0e7c1a-2b3d-4e5f-8a9b-0c1d2e3f4a5b"
 SENT_AT = "2026-03-19T14:30:00Z"
-
-
-@pytest.fixture(autouse=True)
-def empty_ingestion_queue():
-    get_redis().delete(Queue.INGESTION.value)
-    yield
-    get_redis().delete(Queue.INGESTION.value)
 
 
 def v1_event(**fields) -> dict:

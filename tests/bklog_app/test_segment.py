@@ -16,17 +16,10 @@ from pipeline.redis import get_redis
 from tests.bklog_app.test_capture_api import queued_messages
 from tests.factories import wait_for_events
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_ingestion_queue")]
 
 ORIGIN = "https://shop.example.com"
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
-
-
-@pytest.fixture(autouse=True)
-def empty_ingestion_queue():
-    get_redis().delete(Queue.INGESTION.value)
-    yield
-    get_redis().delete(Queue.INGESTION.value)
 
 
 @pytest.mark.slow
