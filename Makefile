@@ -13,7 +13,7 @@ NODE_STAMP := $(BROWSER)/node_modules/.installed-$(shell cat $(BROWSER)/package-
 
 .PHONY: run test stop status image logs deps system-deps python-deps browser-deps lint format chaos bench
 
-run: deps
+run: system-deps python-deps
 	@bash support-files/dev/make-run.sh
 
 stop:
@@ -51,6 +51,7 @@ format: python-deps
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# `make run` needs no Node packages (they are the browser tier's); `make test` installs them all.
 deps: system-deps python-deps browser-deps
 
 system-deps:
