@@ -20,6 +20,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bklog_app.settings")
 from django.conf import settings
 from django.db import connections
 
+from bklog_app.unacked_refresh import UnackedRefresh
 from pipeline.celery_tasks import settle_database_connections
 from pipeline.exports.beat import export_beat_entries
 from pipeline.ingestion.beat import ingestion_beat_entries
@@ -40,6 +41,8 @@ if os.environ.get("BKLOG_BENCH_TASKS") == "1":
     TASK_MODULES.append("bench.naive_tasks")
 
 app = Celery("bklog", include=TASK_MODULES)
+
+UNACKED_MUTEX_EXPIRE_SECONDS = 10
 
 
 def _json_loads(data: bytes | str | memoryview | bytearray):
@@ -65,11 +68,16 @@ def _config() -> dict:
         "broker_url": settings.CELERY_BROKER_URL,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
+            # Workers score the messages they hold afresh (bklog_app/unacked_refresh.py), so
+            # only a dead worker's grow older than this and are put back on their queue.
             "visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT,
             # How often a worker looks for messages whose consumer died (past the visibility
             # timeout) and puts them back: every CELERY_UNACKED_RESTORE_INTERVAL seconds.
             "unacked_restore_interval": settings.CELERY_UNACKED_RESTORE_INTERVAL,
             "unacked_restore_throttle": 1,
+            # The lock a restore (and a refresh) holds: a worker killed holding it must not
+            # stop every restore for kombu's default 5 minutes.
+            "unacked_mutex_expire": UNACKED_MUTEX_EXPIRE_SECONDS,
             "socket_timeout": 5,
             "socket_connect_timeout": 3,
             "retry_on_timeout": True,
@@ -139,6 +147,7 @@ class WorkerRole(bootsteps.Step):
 
 
 app.steps["worker"].add(WorkerRole)
+app.steps["consumer"].add(UnackedRefresh)
 
 
 @signals.task_prerun.connect

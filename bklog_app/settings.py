@@ -161,10 +161,12 @@ CLICKHOUSE_TIMEOUT_SECONDS = env.float("CLICKHOUSE_TIMEOUT_SECONDS", default=10.
 # --- Celery ------------------------------------------------------------------------------
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
-# Unacknowledged messages (a killed worker's) come back after this many seconds. It must be
-# longer than the longest task; long waits are kept in the database, never as a Celery ETA.
-CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=900)
-CELERY_UNACKED_RESTORE_INTERVAL = env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=30)
+# A killed worker's unacknowledged messages come back once they are this many seconds old, at
+# the next look for them (every CELERY_UNACKED_RESTORE_INTERVAL seconds): within a minute. A
+# live worker scores the messages it holds afresh every third of it (bklog_app/unacked_refresh.py),
+# so it bounds no task or batch.
+CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=45)
+CELERY_UNACKED_RESTORE_INTERVAL = env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=5)
 BKLOG_WORKER_ROLE = env.str("BKLOG_WORKER_ROLE", default="all")
 SCHEDULE_LOCK_TTL = env.int("SCHEDULE_LOCK_TTL", default=60)
 

@@ -1,0 +1,183 @@
+"""Workers keep the messages they hold fresh in kombu's unacked index (bklog_app/unacked_refresh.py):
+a SIGKILLed worker's messages are stored by another worker once the visibility timeout passes,
+a live worker that holds a batch longer than the timeout is never handed a second copy, and the
+refresh outlives a Redis outage."""
+
+import threading
+import time
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+from kombu import Connection
+
+from bklog_app.unacked_refresh import UnackedRefresher, held_tags
+from devservers import RedisServer
+from pipeline.ingestion.enqueue import publish_journaled
+from pipeline.ingestion.message import INGEST_QUEUE
+from pipeline.redis import _client_for
+from tests.pipeline.test_ingestion_e2e import assert_stored_exactly_once
+from tests.pipeline.test_journal import capture_kwargs
+
+
+def wait_until(condition, timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(0.1)
+
+
+# --- The refresher against a Redis of its own ------------------------------------------------
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def held(own_redis):
+    """A kombu consumer on own_redis holding one message unacknowledged, as a worker does."""
+    with Connection(own_redis.url) as connection:
+        queue = connection.SimpleQueue("refresh-test")
+        queue.put({"n": 1})
+        message = queue.get(timeout=5)
+        yield queue, message
+        queue.close()
+
+
+def refresher_for(own_redis, queue, interval: float = 60) -> UnackedRefresher:
+    client = _client_for(own_redis.url)
+    return UnackedRefresher(lambda: queue.consumer.channel.qos, client, interval=interval)
+
+
+def test_held_tags_are_scored_afresh_and_settled_ones_left_out(own_redis, held):
+    queue, message = held
+    client = _client_for(own_redis.url)
+    tag = message.delivery_tag
+    assert held_tags(queue.consumer.channel.qos) == [tag]
+    client.zadd("unacked_index", {tag: 1})  # as if delivered long ago
+
+    refresher = refresher_for(own_redis, queue)
+    assert refresher.refresh() == 1
+    assert client.zscore("unacked_index", tag) > 1
+
+    message.ack()
+    assert held_tags(queue.consumer.channel.qos) == []
+    assert refresher.refresh() == 0
+    assert client.zscore("unacked_index", tag) is None
+
+
+def test_a_tag_restored_meanwhile_is_not_brought_back(own_redis, held):
+    queue, message = held
+    client = _client_for(own_redis.url)
+    client.zrem("unacked_index", message.delivery_tag)  # another worker's restore took it
+    assert refresher_for(own_redis, queue).refresh() == 0
+    assert client.zscore("unacked_index", message.delivery_tag) is None
+
+
+def test_the_refresh_outlives_a_redis_outage(own_redis, held):
+    queue, message = held
+    client = _client_for(own_redis.url)
+    refresher = refresher_for(own_redis, queue, interval=0.2)
+    refresher.start()
+    try:
+        own_redis.stop()
+        time.sleep(1)  # a few refreshes fail meanwhile
+        assert refresher.running
+        own_redis.start()
+        client.zadd("unacked_index", {message.delivery_tag: 1})
+        wait_until(lambda: client.zscore("unacked_index", message.delivery_tag) > 1, 30, "no refresh after the outage")
+    finally:
+        refresher.stop()
+    assert not refresher.running
+
+
+# --- Real workers ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(servers):
+    url = servers["redis"].url[:-1] + "7"  # a broker database of its own: no other worker
+    client = _client_for(url)
+    client.flushdb()
+    with override_settings(CELERY_BROKER_URL=url):
+        yield url, client
+    client.flushdb()
+
+
+def hold_everything(redis, messages: int) -> None:
+    wait_until(
+        lambda: redis.llen(INGEST_QUEUE) == 0 and redis.hlen("unacked") == messages,
+        60,
+        f"the worker did not take the messages: queue {redis.llen(INGEST_QUEUE)}, unacked {redis.hlen('unacked')}",
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_workers_messages_are_stored_by_another(project, broker, make_worker):
+    url, redis = broker
+    sent = [capture_kwargs(project, 3, f"killed-{i}") for i in range(4)]
+    # The batch waits an hour: the worker holds every message, unacknowledged, until it dies.
+    holder = make_worker("ingestion", CELERY_BROKER_URL=url, INGESTION_BATCH_SECONDS="3600")
+    for kwargs in sent:
+        publish_journaled(kwargs)
+    hold_everything(redis, len(sent))
+    holder.kill()
+
+    make_worker("ingestion", CELERY_BROKER_URL=url)
+    events = [event for kwargs in sent for event in kwargs["events"]]
+    assert_stored_exactly_once(project.id, events, timeout=settings.CELERY_VISIBILITY_TIMEOUT + 90)
+    wait_until(lambda: redis.hlen("unacked") == 0, 30, "messages left unacknowledged")
+
+
+@pytest.fixture
+def queue_pushes(broker, servers):
+    """Every push on the broker's ingestion queue while the test runs (Redis keyspace events: none
+    is missed, however quickly a consumer takes the message again)."""
+    url, redis = broker
+    server = _client_for(servers["redis"].url)
+    before = server.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    server.config_set("notify-keyspace-events", "Kl")
+    pubsub = redis.pubsub()
+    db = url.rsplit("/", 1)[1]
+    pubsub.subscribe(f"__keyspace@{db}__:{INGEST_QUEUE}")
+    pushes: list[str] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            message = pubsub.get_message(timeout=0.2)
+            if message and message["type"] == "message" and message["data"] in (b"lpush", b"rpush"):
+                pushes.append(message["data"].decode())
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    yield pushes
+    stop.set()
+    thread.join(5)
+    pubsub.close()
+    server.config_set("notify-keyspace-events", before)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_worker_holding_a_batch_past_the_timeout_gets_no_second_copy(project, broker, make_worker, queue_pushes):
+    url, redis = broker
+    timeout = settings.CELERY_VISIBILITY_TIMEOUT
+    # The batch is flushed twice the visibility timeout after its first message came: without the
+    # refresh, a restore (this worker's own, every CELERY_UNACKED_RESTORE_INTERVAL) would put the
+    # messages back on the queue halfway.
+    make_worker("ingestion", CELERY_BROKER_URL=url, INGESTION_BATCH_SECONDS=str(timeout * 2))
+    sent = [capture_kwargs(project, 2, f"held-{i}") for i in range(3)]
+    for kwargs in sent:
+        publish_journaled(kwargs)
+    hold_everything(redis, len(sent))
+
+    events = [event for kwargs in sent for event in kwargs["events"]]
+    assert_stored_exactly_once(project.id, events, timeout=timeout * 2 + 60)
+    assert queue_pushes.count("lpush") == len(sent)  # capture's publishes
+    assert queue_pushes.count("rpush") == 0  # no restore
