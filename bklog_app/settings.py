@@ -204,6 +204,16 @@ PLUGINS_RELOAD_PUBSUB_CHANNEL = env.str("PLUGINS_RELOAD_PUBSUB_CHANNEL", default
 
 PLUGINS_DIR = env.str("PLUGINS_DIR", default=str(VAR_DIR / "plugins"))
 PLUGIN_TIMEOUT_SECONDS = env.float("PLUGIN_TIMEOUT_SECONDS", default=30.0)
+# Limits on plugin code (pipeline/plugins/limits.py, docs/plugins.md#limits). A test run runs on a
+# `default` worker under its own, shorter time limit; the API waits for its answer this long.
+PLUGIN_TEST_RUN_TIMEOUT_SECONDS = env.float("PLUGIN_TEST_RUN_TIMEOUT_SECONDS", default=5.0)
+PLUGIN_TEST_RUN_WAIT_SECONDS = env.float("PLUGIN_TEST_RUN_WAIT_SECONDS", default=20.0)
+# Address space a worker's pool process may grow by after start-up (0: no limit).
+PLUGIN_MEMORY_LIMIT_MB = env.int("PLUGIN_MEMORY_LIMIT_MB", default=1024)
+PLUGIN_LOG_MAX_ENTRIES_PER_CALL = env.int("PLUGIN_LOG_MAX_ENTRIES_PER_CALL", default=1000)
+PLUGIN_LOG_MAX_CHARS_PER_CALL = env.int("PLUGIN_LOG_MAX_CHARS_PER_CALL", default=1_000_000)
+# Stack frames a plugin call may add to the stack it is called from.
+PLUGIN_RECURSION_LIMIT = env.int("PLUGIN_RECURSION_LIMIT", default=500)
 GEOIP_DATABASE_PATH = env.str("GEOIP_DATABASE_PATH", default="")
 # A config whose calls fail this many times in a row is disabled, with the reason.
 PLUGIN_AUTO_DISABLE_AFTER_FAILURES = env.int("PLUGIN_AUTO_DISABLE_AFTER_FAILURES", default=100)

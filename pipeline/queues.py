@@ -25,6 +25,7 @@ class TaskName(StrEnum):
     PLUGIN_RUN_SCHEDULED = "bklog.plugins.run_scheduled"
     PLUGIN_RUN_SCHEDULED_TASK = "bklog.plugins.run_scheduled_task"
     PLUGIN_POLL_DUE_WORK = "bklog.plugins.poll_due_work"
+    PLUGIN_TEST_RUN = "bklog.plugins.test_run"
     RUN_FILE_EXPORT = "bklog.exports.run_file_export"
     RUN_HISTORICAL_EXPORT = "bklog.exports.run_historical_export"
     CLEAN_UP_EXPIRED_EXPORTS = "bklog.exports.clean_up_expired"
@@ -41,6 +42,7 @@ TASK_QUEUES: dict[TaskName, Queue] = {
     TaskName.PLUGIN_RUN_SCHEDULED: Queue.SCHEDULED,
     TaskName.PLUGIN_RUN_SCHEDULED_TASK: Queue.SCHEDULED,
     TaskName.PLUGIN_POLL_DUE_WORK: Queue.SCHEDULED,
+    TaskName.PLUGIN_TEST_RUN: Queue.DEFAULT,
     TaskName.RUN_FILE_EXPORT: Queue.ASYNC_EXPORT,
     TaskName.RUN_HISTORICAL_EXPORT: Queue.ASYNC_EXPORT,
     TaskName.CLEAN_UP_EXPIRED_EXPORTS: Queue.SCHEDULED,

@@ -48,12 +48,27 @@ def test_every_task_name_and_queue_is_the_one_declared_in_pipeline_queues():
         assert tasks[name.value].queue == TASK_QUEUES[name].value, name
 
 
-@pytest.mark.parametrize("name", [n for n in TaskName if n.value.startswith(("bklog.plugins.", "bklog.exports.run_"))])
+@pytest.mark.parametrize(
+    "name",
+    [
+        n
+        for n in TaskName
+        if n.value.startswith(("bklog.plugins.", "bklog.exports.run_")) and n is not TaskName.PLUGIN_TEST_RUN
+    ],
+)
 def test_work_retries_an_outage_for_as_long_as_it_lasts_and_acks_late(name):
     task = bklog_tasks()[name.value]
     assert task.autoretry_for == OUTAGE_EXCEPTIONS
     assert task.max_retries is None and task.retry_backoff == 2 and task.retry_backoff_max == 60
     assert task.acks_late and task.reject_on_worker_lost
+
+
+def test_a_plugin_test_run_is_neither_retried_nor_redelivered():
+    """Someone waits for its answer for PLUGIN_TEST_RUN_WAIT_SECONDS, and no longer."""
+    task = bklog_tasks()[TaskName.PLUGIN_TEST_RUN.value]
+    assert task.queue == "default"
+    assert not getattr(task, "autoretry_for", ()) and not task.acks_late
+    assert (task.soft_time_limit, task.time_limit) == (60, 120)
 
 
 def test_export_runs_and_upkeep_are_bounded_in_time():
@@ -90,8 +105,9 @@ def test_ingestion_acks_late_and_rejects_on_worker_lost():
 @pytest.mark.parametrize(
     "role, queues",
     [
-        ("all", {"ingestion", "default", "scheduled", "async_export"}),
+        ("all", {"ingestion", "ingestion_overflow", "default", "scheduled", "async_export"}),
         ("ingestion", {"ingestion"}),
+        ("ingestion_overflow", {"ingestion_overflow"}),
         ("async", {"default", "async_export"}),
         ("scheduler", {"scheduled"}),
         ("default", {"default"}),

@@ -19,7 +19,8 @@ from bklog_app.plugins.models import (
 from pipeline.plugins.config import mask_secrets
 from pipeline.plugins.loader import PluginLoadError, code_for, inspect_code
 from pipeline.plugins.reload import publish_reload
-from pipeline.plugins.testrun import dry_run
+from pipeline.plugins.tasks import test_run_on_a_worker
+from pipeline.plugins.testrun import NoWorkerAnswered
 
 SAMPLE_EVENT = {
     "event": "$pageview",
@@ -101,18 +102,22 @@ class PluginConfigAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">test run</a>', reverse("admin:plugins_pluginconfig_test", args=[config.pk]))
 
     def test_run(self, request, config_id: int):
-        """Run process_event on a sample event, without side effects, and show what came out."""
+        """Run process_event on a sample event on a worker, without side effects, and show what came out."""
         config = get_object_or_404(PluginConfig.objects.select_related("plugin", "project"), pk=config_id)
         form = TestRunForm(request.POST or None)
-        result = None
+        result, no_worker = None, None
         if request.method == "POST" and form.is_valid():
-            result = dry_run(config, form.cleaned_data["event"])
+            try:
+                result = test_run_on_a_worker(config, form.cleaned_data["event"])
+            except NoWorkerAnswered as exc:
+                no_worker = str(exc)
         context = {
             **self.admin_site.each_context(request),
             "title": f"Test run of {config.plugin} on {config.project}",
             "config": config,
             "form": form,
             "result": result,
+            "no_worker": no_worker,
             "output": json.dumps(result["event"], indent=2, default=str) if result and result["event"] else None,
             "opts": self.model._meta,
         }

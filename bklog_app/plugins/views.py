@@ -1,10 +1,11 @@
 """/api/plugins/ and /api/projects/<id>/plugin_configs/: thin views over the serializers and the
-plugin runtime. Every change reloads the workers (bklog_app.plugins.signals)."""
+plugin runtime. Every change reloads the workers (bklog_app.plugins.signals). A test run runs on a
+worker, never here (pipeline/plugins/testrun.py says why)."""
 
 from django.db.models import Q
 from django.http import Http404
 from rest_framework import serializers, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -26,7 +27,8 @@ from pipeline.plugins.loader import (
     code_from_folder,
     inspect_code,
 )
-from pipeline.plugins.testrun import dry_run
+from pipeline.plugins.tasks import test_run_on_a_worker
+from pipeline.plugins.testrun import NoWorkerAnswered
 
 MAX_LOG_LIMIT = 1000
 
@@ -210,4 +212,12 @@ class PluginTestRunView(APIView):
         config = _config_for(request, project_id, config_id)
         body = TestRunSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        return Response(dry_run(config, body.validated_data["event"]))
+        try:
+            return Response(test_run_on_a_worker(config, body.validated_data["event"]))
+        except NoWorkerAnswered as exc:
+            raise NoWorker(str(exc)) from None
+
+
+class NoWorker(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "no_worker"

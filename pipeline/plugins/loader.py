@@ -15,10 +15,10 @@ from typing import Any
 
 from django.conf import settings
 
+from pipeline.plugins.limits import call_within_limits
 from pipeline.plugins.logs import ConsolePrint, route_stdout
 from pipeline.plugins.manifest import ManifestError, parse_manifest
 from pipeline.plugins.restricted import compile_source, restricted_globals
-from pipeline.plugins.timeouts import call_with_time_limit
 
 BUILTINS_DIR = Path(__file__).resolve().parent / "builtins"
 
@@ -100,8 +100,10 @@ def code_for(plugin) -> PluginCode:
     return code_from_source(files, f"plugin-{plugin.pk}")
 
 
-def execute(code: PluginCode) -> dict[str, Any]:
-    """Run the module once, under the time limit, and return its namespace."""
+def execute(code: PluginCode, seconds: float | None = None) -> dict[str, Any]:
+    """Run the module once, within the limits (time: `seconds`, by default PLUGIN_TIMEOUT_SECONDS),
+    and return its namespace."""
+    seconds = settings.PLUGIN_TIMEOUT_SECONDS if seconds is None else seconds
     module_name = f"bklog_plugin_{code.source_type}_{_safe(code.label)}_{next(_sequence)}"
     what = f"loading plugin {code.manifest['name']!r}"
     if code.source_type == "source":
@@ -110,14 +112,14 @@ def execute(code: PluginCode) -> dict[str, Any]:
         except Exception as exc:
             raise PluginLoadError(f"the plugin's code does not compile: {exc}") from None
         namespace = restricted_globals(module_name, ConsolePrint)
-        call_with_time_limit(exec, (compiled, namespace), settings.PLUGIN_TIMEOUT_SECONDS, what)
+        call_within_limits(exec, (compiled, namespace), seconds, what)
         return namespace
     route_stdout()
     spec = importlib.util.spec_from_file_location(module_name, code.main_path)
     if spec is None or spec.loader is None:
         raise PluginLoadError(f"cannot import {code.main_path}")
     module = importlib.util.module_from_spec(spec)
-    call_with_time_limit(spec.loader.exec_module, (module,), settings.PLUGIN_TIMEOUT_SECONDS, what)
+    call_within_limits(spec.loader.exec_module, (module,), seconds, what)
     return vars(module)
 
 

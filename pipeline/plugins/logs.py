@@ -3,6 +3,11 @@
 A `LogSink` gathers the entries of one plugin call and writes them in one INSERT when the call
 ends (`flush`); a dry-run sink (the test run) only keeps them. `print()` inside a call reaches
 the sink of that call through a context variable, whichever thread or plugin source it is.
+
+What a plugin logs (PLUGIN and CONSOLE entries) is limited per call, until the next `flush`:
+PLUGIN_LOG_MAX_ENTRIES_PER_CALL entries and PLUGIN_LOG_MAX_CHARS_PER_CALL characters. Past either,
+one WARN entry says so and the call's further lines are dropped. The runtime's own SYSTEM entries
+(the call's error, above all) are always kept.
 """
 
 import io
@@ -12,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
+from django.conf import settings
 from RestrictedPython import PrintCollector
 
 from bklog_app.plugins.models import PluginLogEntry
@@ -46,18 +52,48 @@ class LogSink:
     instance_id: str
     persist: bool = True
     lines: list[LogLine] = field(default_factory=list)
+    entries_this_call: int = 0
+    chars_this_call: int = 0
+    dropped_this_call: int = 0
 
     def add(self, source: str, type_: str, message: object) -> None:
+        if self.dropped_this_call and source != "SYSTEM":
+            self.dropped_this_call += 1
+            return
         text = str(message)
         if len(text) > MAX_MESSAGE_LENGTH:
             text = text[: MAX_MESSAGE_LENGTH - 20] + "... (message cut)"
+        if source != "SYSTEM" and not self._within_limits(text):
+            return
         self.lines.append(LogLine(datetime.now(UTC), source, type_, text, self.instance_id))
+
+    def _within_limits(self, text: str) -> bool:
+        self.entries_this_call += 1
+        self.chars_this_call += len(text)
+        max_entries, max_chars = settings.PLUGIN_LOG_MAX_ENTRIES_PER_CALL, settings.PLUGIN_LOG_MAX_CHARS_PER_CALL
+        over_entries = 0 < max_entries < self.entries_this_call
+        over_chars = 0 < max_chars < self.chars_this_call
+        if not (over_entries or over_chars):
+            return True
+        self.dropped_this_call = 1
+        limit = (
+            f"{max_entries} entries (PLUGIN_LOG_MAX_ENTRIES_PER_CALL)"
+            if over_entries
+            else f"{max_chars} characters (PLUGIN_LOG_MAX_CHARS_PER_CALL)"
+        )
+        self.system("WARN", f"this call logged more than {limit}: its further log lines are dropped")
+        return False
 
     def system(self, type_: str, message: object) -> None:
         self.add("SYSTEM", type_, message)
 
     def flush(self) -> None:
         """Store what was gathered (persisting sinks only) and start over."""
+        if self.dropped_this_call:
+            logger.warning(
+                "plugin log lines dropped", plugin_config_id=self.plugin_config_id, lines=self.dropped_this_call
+            )
+        self.entries_this_call = self.chars_this_call = self.dropped_this_call = 0
         if not self.lines or not self.persist or self.plugin_config_id is None:
             return
         lines, self.lines = self.lines, []

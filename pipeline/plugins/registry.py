@@ -28,10 +28,10 @@ from pipeline.errors import is_outage
 from pipeline.plugins import reload
 from pipeline.plugins.api import RetryError
 from pipeline.plugins.config import ExportSettings, export_settings
+from pipeline.plugins.limits import call_within_limits
 from pipeline.plugins.loader import PluginLoadError, code_for, execute
 from pipeline.plugins.logs import LogSink, capturing
 from pipeline.plugins.meta import Meta
-from pipeline.plugins.timeouts import call_with_time_limit
 
 logger = structlog.get_logger(__name__)
 
@@ -90,10 +90,10 @@ class PluginInstance:
         return callable(self.namespace.get(name))
 
     def call(self, fn, args: tuple, what: str) -> Any:
-        """Run one plugin callable under the time limit, with print() captured; logs stored after."""
+        """Run one plugin callable within its limits, with print() captured; logs stored after."""
         with _lock, capturing(self.sink):
             try:
-                return call_with_time_limit(fn, args, settings.PLUGIN_TIMEOUT_SECONDS, what)
+                return call_within_limits(fn, args, settings.PLUGIN_TIMEOUT_SECONDS, what)
             finally:
                 _flush_quietly(self.sink)
 

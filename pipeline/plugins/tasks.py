@@ -1,20 +1,29 @@
 """Celery tasks of the plugin runtime: thin wrappers around the modules that do the work.
 
-`default`: on_event, export_events (and their buffer flushes), plugin jobs.
+`default`: on_event, export_events (and their buffer flushes), plugin jobs, test runs.
 `scheduled`: run_every_minute/hour/day fan-out and runs, the due-job poller.
 A dependency outage raises out of the work and the task retries with backoff; plugin failures
 are handled inside (retry schedules, dead letters), never by Celery's retry. A retry the work
 asks for comes back as a `RetryLater`, and the task queues it.
+
+Every pool process caps its memory when it starts (pipeline/plugins/limits.py): a plugin that
+allocates past PLUGIN_MEMORY_LIMIT_MB gets a MemoryError, recorded as its error, and the process
+lives on.
 """
 
 from celery import signals
+from django.conf import settings
 
 from pipeline.celery_tasks import task
 from pipeline.locks import held
-from pipeline.plugins import export_buffer, job_queue, jobs, registry, schedules
+from pipeline.plugins import export_buffer, job_queue, jobs, limits, registry, schedules, testrun
 from pipeline.plugins.on_event import run_on_event
 from pipeline.plugins.retries import RetryLater
 from pipeline.queues import TaskName
+
+# A test run's calls each stop at PLUGIN_TEST_RUN_TIMEOUT_SECONDS; this bounds the task as a
+# whole (load, setup, process_event, teardown), should a plugin swallow its timeout.
+TEST_RUN_TASK_SECONDS = 60
 
 
 def _again(task_, outcome: RetryLater | None) -> None:
@@ -62,6 +71,26 @@ def poll_due_work() -> None:
         if acquired:
             job_queue.hand_over_due_jobs()
             export_buffer.flush_due()
+
+
+@task(TaskName.PLUGIN_TEST_RUN, retry={}, time_limit=TEST_RUN_TASK_SECONDS)
+def test_run(message: dict) -> None:
+    testrun.answer(testrun.TestRunRequest.from_message(message))
+
+
+def test_run_on_a_worker(plugin_config, event: dict) -> dict:
+    """Queue a test run of `plugin_config` on `event` and wait for its answer (in the web process).
+    Raises testrun.NoWorkerAnswered after PLUGIN_TEST_RUN_WAIT_SECONDS; a message no worker took
+    by then expires unrun."""
+    request = testrun.TestRunRequest.for_config(plugin_config, event)
+    wait = settings.PLUGIN_TEST_RUN_WAIT_SECONDS
+    test_run.apply_async(args=[request.as_message()], expires=wait)
+    return testrun.wait_for_answer(request, wait)
+
+
+@signals.worker_process_init.connect
+def _limit_memory(**_) -> None:
+    limits.limit_memory()
 
 
 @signals.worker_process_shutdown.connect

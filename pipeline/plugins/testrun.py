@@ -3,19 +3,82 @@
 A fresh instance is loaded with a dry-run `meta` (storage and cache writes stay in memory, jobs
 are only logged, log lines are returned rather than stored), set up, called once, torn down.
 Nothing is recorded on the config.
+
+A test run never executes in the web process: a plugin that loops or eats memory there would
+stall every request its worker serves. The web process reads the config and its code into a
+`TestRunRequest`, pipeline/plugins/tasks.py queues it on `default`, and a worker runs it under
+PLUGIN_TEST_RUN_TIMEOUT_SECONDS per call and the pool process's memory limit, then pushes the
+answer to the request's own Redis list. The web process waits on that list with BLPOP for at
+most PLUGIN_TEST_RUN_WAIT_SECONDS (a blocking read that gevent turns into a greenlet switch), and
+`NoWorkerAnswered` says when nothing came.
 """
 
 import uuid
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
 
+import orjson
+import redis
 from django.conf import settings
 
 from bklog_app.plugins.models import PluginAttachment
 from pipeline.plugins.chain import check_output, private_copy
-from pipeline.plugins.loader import code_for, execute
+from pipeline.plugins.limits import call_within_limits
+from pipeline.plugins.loader import PluginCode, code_for, execute
 from pipeline.plugins.logs import LogSink, capturing
 from pipeline.plugins.meta import Meta
-from pipeline.plugins.timeouts import call_with_time_limit
+
+REPLY_PREFIX = "plugins:test-run:"
+REPLY_TTL_SECONDS = 60
+
+
+class NoWorkerAnswered(Exception):
+    """No worker answered a test run within PLUGIN_TEST_RUN_WAIT_SECONDS."""
+
+
+@dataclass(frozen=True)
+class TestRunRequest:
+    """What a worker needs to run a test: the code and config as the caller saw them, the sample
+    event, the per-call time limit, and where to push the answer. The message of the test-run task."""
+
+    __test__ = False  # not a pytest test class
+
+    plugin_id: int
+    plugin_config_id: int
+    project_id: int
+    config: dict
+    code: dict  # PluginCode's fields, main_path as a string
+    event: dict
+    seconds: float
+    reply_key: str
+
+    @classmethod
+    def for_config(cls, plugin_config, event: dict) -> "TestRunRequest":
+        code = asdict(code_for(plugin_config.plugin))
+        code["main_path"] = None if code["main_path"] is None else str(code["main_path"])
+        return cls(
+            plugin_id=plugin_config.plugin_id,
+            plugin_config_id=plugin_config.pk,
+            project_id=plugin_config.project_id,
+            config=dict(plugin_config.config or {}),
+            code=code,
+            event=event,
+            seconds=settings.PLUGIN_TEST_RUN_TIMEOUT_SECONDS,
+            reply_key=f"{REPLY_PREFIX}{uuid.uuid4().hex}",
+        )
+
+    def as_message(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_message(cls, message: dict) -> "TestRunRequest":
+        return cls(**message)
+
+    def plugin_code(self) -> PluginCode:
+        main_path = self.code["main_path"]
+        return PluginCode(**{**self.code, "main_path": None if main_path is None else Path(main_path)})
 
 
 def sample_event(project_id: int, event: dict) -> dict:
@@ -36,25 +99,26 @@ def sample_event(project_id: int, event: dict) -> dict:
     }
 
 
-def dry_run(plugin_config, event: dict) -> dict:
-    """{"event": output or None, "logs": [...], "error": None or {"name", "message"}}."""
+def dry_run(request: TestRunRequest) -> dict:
+    """{"event": output or None, "logs": [...], "error": None or {"name", "message"}}. Runs on a worker."""
     instance_id = f"test-{uuid.uuid4().hex[:12]}"
-    sink = LogSink(plugin_config.pk, plugin_config.project_id, instance_id, persist=False)
-    source = sample_event(plugin_config.project_id, event)
+    sink = LogSink(request.plugin_config_id, request.project_id, instance_id, persist=False)
+    source = sample_event(request.project_id, request.event)
     output, error = None, None
+    seconds = request.seconds
     with capturing(sink):
         try:
-            namespace = execute(code_for(plugin_config.plugin))
+            namespace = execute(request.plugin_code(), seconds)
             jobs = namespace.get("jobs")
             meta = Meta(
-                plugin_id=plugin_config.plugin_id,
-                plugin_config_id=plugin_config.pk,
-                project_id=plugin_config.project_id,
+                plugin_id=request.plugin_id,
+                plugin_config_id=request.plugin_config_id,
+                project_id=request.project_id,
                 instance_id=instance_id,
-                config=dict(plugin_config.config or {}),
+                config=dict(request.config),
                 attachments={
                     a.key: {"file_name": a.file_name, "content_type": a.content_type, "contents": bytes(a.contents)}
-                    for a in PluginAttachment.objects.filter(plugin_config_id=plugin_config.pk)
+                    for a in PluginAttachment.objects.filter(plugin_config_id=request.plugin_config_id)
                 },
                 job_names=[k for k in jobs if callable(jobs[k])] if isinstance(jobs, dict) else [],
                 sink=sink,
@@ -66,10 +130,10 @@ def dry_run(plugin_config, event: dict) -> dict:
         set_up = False
         try:
             if callable(namespace.get("setup_plugin")):
-                _call(namespace["setup_plugin"], (meta,), "setup_plugin")
+                _call(namespace["setup_plugin"], (meta,), seconds, "setup_plugin")
             set_up = True
             if callable(namespace.get("process_event")):
-                output = _call(namespace["process_event"], (private_copy(source), meta), "process_event")
+                output = _call(namespace["process_event"], (private_copy(source), meta), seconds, "process_event")
                 if output is not None:
                     check_output(output, source)
             else:
@@ -81,14 +145,14 @@ def dry_run(plugin_config, event: dict) -> dict:
         finally:
             if set_up and callable(namespace.get("teardown_plugin")):
                 try:
-                    _call(namespace["teardown_plugin"], (meta,), "teardown_plugin")
+                    _call(namespace["teardown_plugin"], (meta,), seconds, "teardown_plugin")
                 except Exception as exc:
                     sink.system("ERROR", f"teardown_plugin failed: {type(exc).__name__}: {exc}")
     return _answer(output, sink, error)
 
 
-def _call(fn, args: tuple, what: str):
-    return call_with_time_limit(fn, args, settings.PLUGIN_TIMEOUT_SECONDS, what)
+def _call(fn, args: tuple, seconds: float, what: str):
+    return call_within_limits(fn, args, seconds, what)
 
 
 def _answer(output: dict | None, sink: LogSink, error: BaseException | None) -> dict:
@@ -97,3 +161,33 @@ def _answer(output: dict | None, sink: LogSink, error: BaseException | None) -> 
         "logs": [line.as_dict() for line in sink.lines],
         "error": None if error is None else {"name": type(error).__name__, "message": str(error)},
     }
+
+
+def answer(request: TestRunRequest) -> None:
+    """Run the test and push its answer for the waiting web process (on a worker)."""
+    body = orjson.dumps(dry_run(request), default=str, option=orjson.OPT_NON_STR_KEYS)
+    pipe = _replies().pipeline(transaction=False)
+    pipe.rpush(request.reply_key, body)
+    pipe.expire(request.reply_key, REPLY_TTL_SECONDS)
+    pipe.execute()
+
+
+def wait_for_answer(request: TestRunRequest, seconds: float) -> dict:
+    """The worker's answer, or NoWorkerAnswered after `seconds` (in the web process)."""
+    reply = _replies().blpop([request.reply_key], timeout=seconds)
+    if reply is None:
+        raise NoWorkerAnswered(
+            f"No worker answered the test run within {seconds:g} s (PLUGIN_TEST_RUN_WAIT_SECONDS): "
+            "is a worker consuming the `default` queue?"
+        )
+    return orjson.loads(reply[1])
+
+
+@lru_cache(maxsize=4)
+def _client_for(url: str, read_timeout: float) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=read_timeout, socket_connect_timeout=3, health_check_interval=30)
+
+
+def _replies() -> redis.Redis:
+    """A client whose reads outlast the longest BLPOP (the shared one times out after 5 s)."""
+    return _client_for(settings.REDIS_URL, settings.PLUGIN_TEST_RUN_WAIT_SECONDS + 5)

@@ -83,7 +83,7 @@ def test_membership_and_keys_are_searchable(operator, objects):
     assert Membership.objects.filter(user=user).exists()
 
 
-def test_plugin_config_test_run_page(operator, api_client, project):
+def test_plugin_config_test_run_page(operator, api_client, project, celery_worker):
     plugin = api_client.post(
         "/api/plugins/", {"name": "filter", "source_type": "builtin", "builtin": "property_filter"}, format="json"
     ).json()

@@ -74,6 +74,20 @@ def install(api_client, project):
     return install
 
 
+@pytest.fixture
+def local_plugin_config(api_client, project, local_plugin):
+    """A local plugin with this code, and a config of it in the project (not enabled)."""
+    from bklog_app.plugins.models import PluginConfig
+
+    def make(code, config=None, schema=None):
+        path = local_plugin(code, config=schema)
+        response = api_client.post("/api/plugins/", {"source_type": "local", "path": path}, format="json")
+        assert response.status_code == 201, response.content
+        return PluginConfig.objects.create(project=project, plugin_id=response.json()["id"], config=config or {})
+
+    return make
+
+
 def cache_values(plugin_id: int, project_id: int, key: str) -> list:
     """What a plugin pushed with meta.cache.lpush(key, ...), oldest first."""
     from pipeline.plugins.meta import _decode, cache_key

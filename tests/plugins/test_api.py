@@ -215,23 +215,13 @@ def test_logs_newest_first_with_filters(api_client, project, schema_plugin):
     assert bad.status_code == 400 and bad.json()["attr"] == "type"
 
 
-@pytest.fixture
-def local_plugin_config(api_client, project, local_plugin):
-    def make(code, config=None, schema=None):
-        path = local_plugin(code, config=schema)
-        plugin = create_plugin(api_client, source_type="local", path=path).json()
-        return PluginConfig.objects.create(project=project, plugin_id=plugin["id"], config=config or {})
-
-    return make
-
-
 def run(api_client, config, event):
     return api_client.post(
         f"/api/projects/{config.project_id}/plugin_configs/{config.pk}/test/", {"event": event}, format="json"
     )
 
 
-def test_test_run_answers_the_output_and_logs_without_side_effects(api_client, local_plugin_config):
+def test_test_run_answers_the_output_and_logs_without_side_effects(api_client, local_plugin_config, celery_worker):
     config = local_plugin_config(
         """
         def setup_plugin(meta):
@@ -269,7 +259,7 @@ def test_test_run_answers_the_output_and_logs_without_side_effects(api_client, l
     assert config.error is None
 
 
-def test_test_run_answers_a_drop_and_errors(api_client, local_plugin_config, settings):
+def test_test_run_answers_a_drop_and_errors(api_client, local_plugin_config, settings, celery_worker):
     dropper = local_plugin_config("def process_event(event, meta):\n    return None\n")
     assert run(api_client, dropper, {"event": "x"}).json() == {"event": None, "logs": [], "error": None}
 
@@ -282,7 +272,7 @@ def test_test_run_answers_a_drop_and_errors(api_client, local_plugin_config, set
     mover = local_plugin_config("def process_event(event, meta):\n    event['team_id'] = 0\n    return event\n")
     assert run(api_client, mover, {"event": "x"}).json()["error"]["name"] == "PluginOutputError"
 
-    settings.PLUGIN_TIMEOUT_SECONDS = 0.5
+    settings.PLUGIN_TEST_RUN_TIMEOUT_SECONDS = 0.5
     sleeper = local_plugin_config("import time\ndef process_event(event, meta):\n    time.sleep(30)\n")
     body = run(api_client, sleeper, {"event": "x"}).json()
     assert body["error"]["name"] == "PluginTimeoutError"

@@ -55,7 +55,7 @@ def dry_run(staff, project, plugin_id: int) -> dict:
         "import bklog_app.models",
     ],
 )
-def test_source_plugins_cannot_escape(project, body):
+def test_source_plugins_cannot_escape(project, body, celery_worker):  # test runs run on a worker
     staff, response = source_plugin(project, body)
     if response.status_code == 400:  # refused when compiled: fine too
         assert response.json()["attr"] == "source"

@@ -1,0 +1,75 @@
+"""Limits on plugin code (docs/plugins.md#limits): time, memory and recursion depth.
+
+Every plugin call goes through `call_within_limits`: the time limit of pipeline/plugins/timeouts.py
+and a recursion limit scoped to the call (PLUGIN_RECURSION_LIMIT frames over the caller's depth).
+Log volume is limited where log lines are gathered (pipeline/plugins/logs.py).
+
+Memory is limited per worker pool process, not per call: `limit_memory` caps the process's address
+space (RLIMIT_AS) at what it uses when it starts plus PLUGIN_MEMORY_LIMIT_MB. An allocation past the
+cap fails at once, and Python raises MemoryError inside the plugin call that asked for it; the call
+wrapper records it as the plugin's error, the allocation is never made and the process carries on.
+Setting the cap per call would cost two system calls and a read of /proc on every event; a
+process-wide cap costs nothing per call and is as good a guard, since a pool process runs one
+plugin call at a time.
+"""
+
+import resource
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import structlog
+from django.conf import settings
+
+from pipeline.plugins.timeouts import call_with_time_limit
+
+T = TypeVar("T")
+
+logger = structlog.get_logger(__name__)
+
+MEGABYTE = 1024 * 1024
+
+
+def call_within_limits(fn: Callable[..., T], args: tuple, seconds: float, what: str) -> T:
+    """Call `fn(*args)` under the time limit `seconds` and PLUGIN_RECURSION_LIMIT: past either,
+    PluginTimeoutError or RecursionError is raised out of the plugin's code."""
+    headroom = settings.PLUGIN_RECURSION_LIMIT
+    if headroom <= 0:
+        return call_with_time_limit(fn, args, seconds, what)
+    previous = sys.getrecursionlimit()
+    sys.setrecursionlimit(_depth() + headroom)
+    try:
+        return call_with_time_limit(fn, args, seconds, what)
+    finally:
+        sys.setrecursionlimit(previous)
+
+
+def _depth() -> int:
+    frame, depth = sys._getframe(1), 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1
+    return depth
+
+
+def address_space_in_use() -> int:
+    """Bytes of address space this process has mapped (VmSize)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * resource.getpagesize()
+
+
+def limit_memory(megabytes: int | None = None) -> int | None:
+    """Cap this process's address space at its current size plus `megabytes` (default
+    PLUGIN_MEMORY_LIMIT_MB); returns the cap in bytes, or None when there is none to set."""
+    megabytes = settings.PLUGIN_MEMORY_LIMIT_MB if megabytes is None else megabytes
+    if megabytes <= 0:
+        return None
+    try:
+        cap = address_space_in_use() + megabytes * MEGABYTE
+        _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            cap = min(cap, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    except (OSError, ValueError) as exc:  # no /proc (not Linux), or a hard limit below what is used
+        logger.warning("plugin memory limit not set", error=str(exc))
+        return None
+    return cap
