@@ -28,6 +28,8 @@ def operations():
 
 
 OPERATIONS = list(operations())
+# Server SDKs' flag definitions name the project by its capture token (bklog_app/sdk/definitions.py).
+TOKEN_SCOPED = {"/flags/definitions", "/api/feature_flag/local_evaluation/"}
 
 
 def client(key: str | None) -> APIClient:
@@ -100,7 +102,10 @@ def fill(path: str, world: dict) -> str:
         ids["id"] = Membership.objects.filter(organization_id=ids["organization_id"]).first().id
     elif path.startswith("/api/organizations/{id}"):
         ids["id"] = ids["organization_id"]
-    return re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), path)
+    url = re.sub(r"\{(\w+)\}", lambda m: str(ids[m.group(1)]), path)
+    if path in TOKEN_SCOPED:
+        url += f"?token={world['project'].api_token}"
+    return url
 
 
 def call(api: APIClient, method: str, url: str):
