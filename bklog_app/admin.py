@@ -6,6 +6,7 @@ from django.utils.html import format_html
 
 from bklog_app.models import DeadLetter, IngestionWarning, Membership, Organization, PersonalAPIKey, Project
 from pipeline.deadletters.replay import replay
+from pipeline.ingestion import isolation
 from pipeline.storage.clickhouse import ClickHouseUnavailable
 from pipeline.storage.events import list_events
 
@@ -25,17 +26,36 @@ class OrganizationAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
 
 
+class IngestionStateFilter(admin.SimpleListFilter):
+    """The isolation state lives in Redis (pipeline/ingestion/isolation.py), not in a column."""
+
+    title = "ingestion state"
+    parameter_name = "ingestion_state"
+
+    def lookups(self, request, model_admin):
+        return [(state, state) for state in isolation.STATES]
+
+    def queryset(self, request, queryset):
+        if self.value() not in isolation.STATES:
+            return queryset
+        overflow = isolation.projects_in(isolation.OVERFLOW)
+        if self.value() == isolation.OVERFLOW:
+            return queryset.filter(pk__in=overflow)
+        return queryset.exclude(pk__in=overflow)
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = [
-        "name", "organization", "api_token", "anonymize_ips", "rate_limit_per_minute", "created_at", "events_link",
+        "name", "organization", "api_token", "anonymize_ips", "rate_limit_per_minute", "ingestion_state",
+        "created_at", "events_link",
     ]  # fmt: skip
-    list_filter = ["organization", "anonymize_ips", "autocapture_opt_out"]
+    list_filter = ["organization", "anonymize_ips", "autocapture_opt_out", IngestionStateFilter]
     search_fields = ["name", "api_token"]
-    readonly_fields = ["api_token", "created_at", "events_link"]
+    readonly_fields = ["api_token", "ingestion_state", "created_at", "events_link"]
     fieldsets = [
         (None, {"fields": ["organization", "name", "api_token", "anonymize_ips", "rate_limit_per_minute",
-                           "created_at", "events_link"]}),
+                           "ingestion_state", "created_at", "events_link"]}),
         ("Browser SDKs (posthog-js)", {
             "description": "Sent to posthog-js in its remote config (GET /array/&lt;token&gt;/config); page views, "
             "page leaves and person profiles are posthog.init options (the project API's posthog_js_options).",
@@ -48,6 +68,13 @@ class ProjectAdmin(admin.ModelAdmin):
     def get_urls(self):
         view = self.admin_site.admin_view(self.latest_events)
         return [path("<int:project_id>/events/", view, name="bklog_app_project_events"), *super().get_urls()]
+
+    @admin.display(description="ingestion state")
+    def ingestion_state(self, project: Project) -> str:
+        if not project.pk:
+            return ""
+        state = isolation.state_of(project.pk)
+        return f"{state['state']}: {state['why']}" if state["state"] == isolation.OVERFLOW else state["state"]
 
     @admin.display(description="events")
     def events_link(self, project: Project) -> str:

@@ -24,6 +24,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from pipeline.ingestion import isolation
 from pipeline.ingestion.status import LAST_INGESTED_KEY, LATEST_EVENT_TS_KEY
 from pipeline.queues import Queue
 from pipeline.redis import get_redis
@@ -144,6 +145,25 @@ PLUGIN_CALL_ERRORS = Counter(
 )
 
 
+INGESTION_ISOLATION_MOVES = Counter(
+    "bklog_ingestion_isolation_moves_total",
+    "Projects moved between ingestion states (pipeline/ingestion/isolation.py), by the state moved to.",
+    ["state"],
+)
+INGESTION_SET_ASIDE_EVENTS = Counter(
+    "bklog_ingestion_set_aside_events_total",
+    "Events taken off the ingestion queue and moved to ingestion_overflow (their project is in overflow).",
+)
+
+
+def observe_isolation_move(state: str) -> None:
+    INGESTION_ISOLATION_MOVES.labels(state).inc()
+
+
+def observe_set_aside(events: int) -> None:
+    INGESTION_SET_ASIDE_EVENTS.inc(events)
+
+
 def observe_plugin_call(config_id: int | str, method: str, seconds: float, failed: bool) -> None:
     """Record one call of a plugin method (`process_event`, `on_event`, `export_events`, a job...)."""
     labels = (str(config_id), method)
@@ -211,12 +231,22 @@ def _redis_metrics() -> Iterator[GaugeMetricFamily]:
         pipe.llen(queue.value)
     pipe.get(LATEST_EVENT_TS_KEY)
     pipe.get(LAST_INGESTED_KEY)
-    *depths, latest_event_ms, last_ingested = pipe.execute()
+    pipe.hgetall(isolation.STATES_KEY)
+    *depths, latest_event_ms, last_ingested, states = pipe.execute()
 
     depth = GaugeMetricFamily("bklog_queue_depth", "Messages waiting in a Celery queue.", labels=["queue"])
     for queue, value in zip(queues, depths, strict=True):
         depth.add_metric([queue.value], int(value))
     yield depth
+    by_state = GaugeMetricFamily(
+        "bklog_projects_ingestion_state",
+        "Projects per ingestion state, of those ever moved (pipeline/ingestion/isolation.py); "
+        "a project never moved is healthy and not counted.",
+        labels=["state"],
+    )
+    for state, count in isolation.counts_by_state(states).items():
+        by_state.add_metric([state], count)
+    yield by_state
     if latest_event_ms:
         yield GaugeMetricFamily(
             "bklog_latest_ingested_event_timestamp_seconds",

@@ -1,4 +1,4 @@
-"""The four Celery queues and every task's name and queue, declared once.
+"""The Celery queues and every task's name and queue, declared once.
 
 Every route, worker role, beat entry and task definition refers to this module. A task's name is
 what its messages carry: renaming one strands the messages already queued under the old name.
@@ -10,6 +10,9 @@ from enum import StrEnum
 
 class Queue(StrEnum):
     INGESTION = "ingestion"  # captured batches: plugin chain, persons, ClickHouse insert
+    # The same, for projects whose plugin chain is slow or failing (pipeline/ingestion/isolation.py),
+    # consumed by workers of their own so that they cannot delay the others.
+    INGESTION_OVERFLOW = "ingestion_overflow"
     DEFAULT = "default"  # on_event, export_events, plugin jobs, reload fan-out
     SCHEDULED = "scheduled"  # run_every_*, the due-job poller, clean-up, health pings
     ASYNC_EXPORT = "async_export"  # file exports and historical exports

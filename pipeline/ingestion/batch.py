@@ -9,8 +9,13 @@ Failures split two ways. A dependency outage (ClickHouse, Redis, the database) r
 `ingest_messages`, and the caller retries the whole batch: nothing was acknowledged, and dedup
 makes the retry safe. Anything else wrong with one event sends that event, raw, to the
 dead-letter store with the step and the error, and the batch goes on.
+
+The batch also measures what each project's plugin chain cost (`BatchReport.chain_costs`, for
+pipeline/ingestion/isolation.py), and `set_aside` picks out the requests of projects in overflow
+that came on the `ingestion` queue, for the task to move to `ingestion_overflow`.
 """
 
+import time
 import uuid as uuid_module
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +25,7 @@ import structlog
 from pipeline.errors import is_outage
 from pipeline.ingestion import dedup
 from pipeline.ingestion.elements import elements_to_chain
+from pipeline.ingestion.isolation import ChainCost
 from pipeline.ingestion.message import ReceivedRequest, context_of
 from pipeline.ingestion.projects import ProjectInfo, project_by_id, project_for_token
 from pipeline.ingestion.records import BatchRecords
@@ -43,6 +49,7 @@ class BatchReport:
     dead_lettered: int = 0
     latest_timestamp_ms: int = 0
     stored_rows: list[EventRow] = field(default_factory=list)
+    chain_costs: dict[int, ChainCost] = field(default_factory=dict)  # projects whose plugins ran
 
 
 @dataclass
@@ -80,7 +87,7 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
         for raw in events:
             progress = {"step": "uuid"}
             try:
-                result = _steps_2_to_5(raw, message, project, records, progress)
+                result = _steps_2_to_5(raw, message, project, records, progress, report.chain_costs)
             except Exception as exc:
                 if is_outage(exc):
                     raise
@@ -113,6 +120,21 @@ def dead_letter_messages(messages: list[ReceivedRequest], error: BaseException) 
     dedup.release(claims)
 
 
+def set_aside(messages: list[ReceivedRequest], arrived_on_main: set[str]) -> tuple[list, list]:
+    """(to run here, to move to `ingestion_overflow`): the requests of projects in overflow among
+    those that came on the `ingestion` queue (`arrived_on_main`: their message ids) move."""
+    keep, aside = [], []
+    projects: dict[tuple, ProjectInfo | None] = {}
+    for message in messages:
+        key = (message.get("token"), message.get("project_id"))
+        if message["id"] in arrived_on_main and key not in projects:
+            projects[key] = _resolve_project(message)
+        project = projects.get(key)
+        moving = message["id"] in arrived_on_main and project is not None and project.ingestion_overflow
+        (aside if moving else keep).append(message)
+    return keep, aside
+
+
 def _resolve_project(message: ReceivedRequest) -> ProjectInfo | None:
     """Step 1. A token rotated after capture accepted the request still finds its project."""
     project = project_for_token(message.get("token") or "")
@@ -122,7 +144,12 @@ def _resolve_project(message: ReceivedRequest) -> ProjectInfo | None:
 
 
 def _steps_2_to_5(
-    raw: dict, message: ReceivedRequest, project: ProjectInfo, records: BatchRecords, progress: dict
+    raw: dict,
+    message: ReceivedRequest,
+    project: ProjectInfo,
+    records: BatchRecords,
+    progress: dict,
+    costs: dict[int, ChainCost],
 ) -> dict | None:
     """Return the normalised event, or None when it is dropped. `progress` names the step."""
     # Step 2: uuid.
@@ -158,7 +185,13 @@ def _steps_2_to_5(
         "$set": raw.get("$set"),
         "$set_once": raw.get("$set_once"),
     }
+    started = time.perf_counter()
     chain = run_process_event_chain(project.id, plugin_event)
+    if chain.succeeded or chain.failed:
+        cost = costs.get(project.id) or costs.setdefault(project.id, ChainCost())
+        cost.events += 1
+        cost.seconds += time.perf_counter() - started
+        cost.errors += bool(chain.failed)
     if chain.event is None:
         return None
     out = chain.event

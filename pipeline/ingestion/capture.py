@@ -9,6 +9,9 @@ The token's project comes from this process's cache (projects.py). Whether any p
 since (the epoch) is checked in the same Redis round trip as the publish when the broker and
 the cache share a Redis, else read before it: a request costs one round trip to the broker, plus
 one for the rate-limit counter when its project has a limit.
+
+A project in overflow (pipeline/ingestion/isolation.py) has its events put on the
+`ingestion_overflow` queue; its state comes with the cached project, at no cost per request.
 """
 
 from datetime import datetime
@@ -18,7 +21,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from pipeline.ingestion import projects, publish
 from pipeline.ingestion.enqueue import enqueue
-from pipeline.ingestion.message import CapturedRequest
+from pipeline.ingestion.message import INGEST_QUEUE, OVERFLOW_QUEUE, CapturedRequest
 from pipeline.ingestion.projects import ProjectInfo
 from pipeline.metrics import EVENTS_RECEIVED
 from pipeline.redis import REDIS_ERRORS, get_redis
@@ -84,7 +87,11 @@ def accept(token: str, events: list[dict], *, ip: str | None, sent_at: str | Non
     )
     try:
         try:
-            enqueue(request, guard=(projects.EPOCH_KEY, projects.cached_epoch()) if guarded else None)
+            enqueue(
+                request,
+                guard=(projects.EPOCH_KEY, projects.cached_epoch()) if guarded else None,
+                queue=_queue_for(project),
+            )
         except publish.GuardChanged as changed:
             # A project changed since this process cached the token's: nothing was published.
             projects.note_epoch(changed.current)
@@ -92,10 +99,14 @@ def accept(token: str, events: list[dict], *, ip: str | None, sent_at: str | Non
             if project is None:
                 raise UnknownToken() from None
             request["project_id"] = project.id
-            enqueue(request)
+            enqueue(request, queue=_queue_for(project))
     except (BrokerError, *REDIS_ERRORS, OSError) as exc:
         raise QueueUnavailable(f"The event queue (Redis) did not accept the events ({exc})") from exc
     EVENTS_RECEIVED.inc(len(events))
+
+
+def _queue_for(project: ProjectInfo) -> str:
+    return OVERFLOW_QUEUE if project.ingestion_overflow else INGEST_QUEUE
 
 
 def _project(token: str, *, check_epoch: bool) -> ProjectInfo | None:

@@ -80,9 +80,10 @@ def forget(message_ids: list[str]) -> None:
     pipe.execute()
 
 
-def sweep(queue: str, republish, *, grace_seconds: float | None = None) -> dict[str, int]:
+def sweep(queues: str | tuple[str, ...], republish, *, grace_seconds: float | None = None) -> dict[str, int]:
     """Publish again (with `republish(raw) -> new id`) every journal entry older than the grace
-    period that is neither queued nor unacknowledged. Returns counts for the log."""
+    period that is neither in one of the `queues` nor unacknowledged. Returns counts for the log."""
+    queues = (queues,) if isinstance(queues, str) else queues
     grace = settings.INGESTION_JOURNAL_GRACE_SECONDS if grace_seconds is None else grace_seconds
     client = broker()
     cutoff = now_ms() - int(grace * 1000)
@@ -99,14 +100,14 @@ def sweep(queue: str, republish, *, grace_seconds: float | None = None) -> dict[
             raws[message_id.decode()] = raw
     tags = {message_id: _delivery_tag(raw) for message_id, raw in raws.items()}
     missing = _not_unacknowledged(client, tags)
-    if missing and client.llen(queue) > MAX_QUEUE_SCAN:
+    if missing and sum(client.llen(queue) for queue in queues) > MAX_QUEUE_SCAN:
         counts["pending"] = len(raws)
         logger.info("journal sweep waits for the ingestion backlog to shrink", old=len(old))
         return counts
     if missing:
         # The queue first, then the unacknowledged again: a message that moves from one to the
         # other while we look is seen in the second place.
-        queued = _tags_in_queue(client, queue)
+        queued = set().union(*(_tags_in_queue(client, queue) for queue in queues))
         missing = _not_unacknowledged(client, {m: tags[m] for m in missing if tags[m] not in queued})
     counts["pending"] = len(raws) - len(missing)
     for message_id in missing:

@@ -13,10 +13,12 @@ pays for no conversion.
 
 from typing import Any, TypedDict
 
-from pipeline.queues import TASK_QUEUES, TaskName
+from pipeline.queues import TASK_QUEUES, Queue, TaskName
 
 INGEST_TASK_NAME = TaskName.INGEST_BATCH.value  # the consumer: pipeline/ingestion/tasks.py
 INGEST_QUEUE = TASK_QUEUES[TaskName.INGEST_BATCH].value
+OVERFLOW_QUEUE = Queue.INGESTION_OVERFLOW.value  # the same task, for projects moved aside (isolation.py)
+INGEST_QUEUES = (INGEST_QUEUE, OVERFLOW_QUEUE)
 
 
 class CapturedRequest(TypedDict):

@@ -5,6 +5,10 @@ Lookups are cached in each process. A change to any project (a rotated token, a 
 epoch on each lookup and drops its cache when it moved, so a rotated token stops working at
 once everywhere.
 
+The project's ingestion state (pipeline/ingestion/isolation.py) is read with it, from Redis, and
+cached alike: a change of state bumps the same epoch, so capture routes by it without a Redis
+read of its own per request.
+
 One caller per process asks the database for a token at a time. When a cached answer expires
 under load, every request of that second would otherwise miss together and each open a
 database connection (one per greenlet under gevent): on the bench that was 30 new PostgreSQL
@@ -15,9 +19,10 @@ and emptied the cache, so it is only old, not wrong), or, with nothing cached, w
 
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from bklog_app.models import Project
+from pipeline.ingestion import isolation
 from pipeline.redis import get_redis
 
 CACHE_SECONDS = 60.0
@@ -43,9 +48,10 @@ class ProjectInfo:
     autocapture_exceptions_opt_in: bool = False
     heatmaps_opt_in: bool = False
     capture_dead_clicks: bool = False
+    ingestion_overflow: bool = False  # not a column: the isolation state, read from Redis
 
 
-_FIELDS = tuple(field.name for field in fields(ProjectInfo))
+_FIELDS = tuple(field.name for field in fields(ProjectInfo) if field.name != "ingestion_overflow")
 _cache: dict[str, tuple[float, ProjectInfo | None]] = {}
 _asking: dict[str, threading.Event] = {}  # token -> set when the caller asking the database is done
 _asking_lock = threading.Lock()
@@ -88,7 +94,7 @@ def _ask(token: str, asked: threading.Event) -> ProjectInfo | None:
 def _look_up(token: str) -> ProjectInfo | None:
     epoch = _epoch[0]
     row = _row_for(token)
-    info = ProjectInfo(*row) if row else None
+    info = _with_state(ProjectInfo(*row)) if row else None
     if _epoch[0] == epoch:  # else the answer may predate the change that moved it: not kept
         if len(_cache) > 10_000:
             _cache.clear()
@@ -102,7 +108,11 @@ def _row_for(token: str) -> tuple | None:
 
 def project_by_id(project_id: int) -> ProjectInfo | None:
     row = Project.objects.filter(id=project_id).values_list(*_FIELDS).first()
-    return ProjectInfo(*row) if row else None
+    return _with_state(ProjectInfo(*row)) if row else None
+
+
+def _with_state(info: ProjectInfo) -> ProjectInfo:
+    return replace(info, ingestion_overflow=True) if isolation.in_overflow(info.id) else info
 
 
 def forget() -> None:

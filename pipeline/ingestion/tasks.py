@@ -12,6 +12,11 @@ lost between the queue and the unacked set comes back through the capture journa
 (pipeline/ingestion/journal.py), which capture writes (enqueue.py), batches keep up to date and
 `sweep_journal` reads.
 
+Isolation between projects (pipeline/ingestion/isolation.py): a batch first moves the requests of
+projects in overflow that came on the `ingestion` queue to `ingestion_overflow` (published there,
+journaled, before their message is acknowledged: a crash in between runs them twice at worst,
+and dedup stores them once), then records what each project's plugin chain cost.
+
 The worker's half of ingestion: capture publishes through pipeline/ingestion/enqueue.py, which
 does not import this module (nor celery-batches) into the web process.
 """
@@ -25,16 +30,18 @@ from django.conf import settings
 
 from pipeline.celery_tasks import ACK_LATE, UPKEEP_RETRY, settle_database_connections, task
 from pipeline.errors import is_outage
-from pipeline.ingestion import journal, publish
-from pipeline.ingestion.batch import dead_letter_messages, ingest_messages
-from pipeline.ingestion.enqueue import republish
-from pipeline.ingestion.message import INGEST_QUEUE, events_in, from_wire
+from pipeline.ingestion import isolation, journal, projects, publish
+from pipeline.ingestion.batch import dead_letter_messages, ingest_messages, set_aside
+from pipeline.ingestion.enqueue import publish_journaled, republish
+from pipeline.ingestion.message import INGEST_QUEUES, OVERFLOW_QUEUE, events_in, from_wire, to_wire
 from pipeline.ingestion.status import record_ingested
 from pipeline.metrics import (
     CAPTURE_MESSAGES_REPUBLISHED,
     observe_batch_dead_lettered,
     observe_ingestion,
     observe_ingestion_requeued,
+    observe_isolation_move,
+    observe_set_aside,
 )
 from pipeline.queues import TaskName
 from pipeline.redis import REDIS_ERRORS
@@ -139,6 +146,7 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
     messages = [message for request in requests for message in from_wire(request.kwargs, request.id)]
     message_ids = [request.id for request in requests]
     _journal(journal.touch, message_ids)
+    messages = _move_overflow(requests, messages)
     started = time.monotonic()
     deadline = started + settings.INGESTION_RETRY_MAX_SECONDS
     delay = 0.5
@@ -175,6 +183,7 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
             continue
         if report.stored:
             record_ingested(report.latest_timestamp_ms)
+        _record_chain_costs(report)
         observe_ingestion(report, time.monotonic() - started)
         logger.info(
             "ingested batch",
@@ -187,6 +196,43 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
         )
         _journal(journal.forget, message_ids)
         return True
+
+
+def _move_overflow(requests: list[SimpleRequest], messages: list[dict]) -> list[dict]:
+    """The messages to run here; those of projects in overflow that came on the `ingestion` queue
+    are published on `ingestion_overflow` instead. Anything wrong: they all run here."""
+    if not isolation.is_enabled() or not publish.is_redis_broker():
+        return messages
+    on_main = {request.id for request in requests if _queue_of(request) != OVERFLOW_QUEUE}
+    if not on_main:
+        return messages
+    try:
+        keep, aside = set_aside(messages, on_main)
+        if aside:
+            parts = [{key: value for key, value in message.items() if key != "id"} for message in aside]
+            publish_journaled(to_wire(parts), queue=OVERFLOW_QUEUE)
+    except Exception as exc:
+        logger.warning("could not move overflow projects' requests aside; running them here", error=repr(exc))
+        return messages
+    if aside:
+        observe_set_aside(sum(len(message.get("events") or ()) for message in aside))
+    return keep
+
+
+def _queue_of(request: SimpleRequest) -> str | None:
+    return (request.delivery_info or {}).get("routing_key")
+
+
+def _record_chain_costs(report) -> None:
+    """Never fails a batch: a missed record only leaves a project's window short of one batch."""
+    try:
+        moves = isolation.record(report.chain_costs, projects.EPOCH_KEY)
+    except REDIS_ERRORS as exc:
+        logger.warning("could not record plugin chain costs", error=str(exc))
+        return
+    for move in moves:
+        observe_isolation_move(move.state)
+        logger.warning("project moved", project_id=move.project_id, ingestion_state=move.state, why=move.why)
 
 
 def _journal(action, message_ids: list[str]) -> None:
@@ -206,7 +252,7 @@ def sweep_journal() -> dict[str, int] | None:
     pipeline/ingestion/journal.py). Returns the sweep's counts."""
     if not publish.is_redis_broker():
         return None
-    counts = journal.sweep(INGEST_QUEUE, republish)
+    counts = journal.sweep(INGEST_QUEUES, republish)
     CAPTURE_MESSAGES_REPUBLISHED.inc(counts["republished"])
     if counts["old"]:
         logger.info("capture journal swept", **counts)

@@ -220,6 +220,67 @@ job "bklog" {
     }
   }
 
+  group "worker-ingestion-overflow" {
+    count = 1
+
+    network {
+      port "metrics" {
+        to = 9101
+      }
+    }
+
+    restart {
+      attempts = 5
+      interval = "10m"
+      delay    = "15s"
+      mode     = "delay"
+    }
+
+    service {
+      name = "bklog-worker"
+      port = "metrics"
+      tags = ["bklog", "worker", "role-ingestion_overflow"]
+
+      check {
+        type     = "tcp"
+        interval = "15s"
+        timeout  = "3s"
+      }
+    }
+
+    task "worker" {
+      driver       = "docker"
+      kill_signal  = "SIGTERM"
+      kill_timeout = "120s"
+
+      config {
+        image = var.image
+        args  = ["worker", "ingestion_overflow"]
+        ports = ["metrics"]
+      }
+
+      env {
+        BKLOG_WORKER_CONCURRENCY  = "2"
+        BKLOG_WORKER_METRICS_PORT = "9101"
+        LOG_FORMAT                = "json"
+      }
+
+      template {
+        data        = <<-EOT
+          {{ range ls "bklog/config" }}{{ .Key }}={{ .Value | toJSON }}
+          {{ end }}
+        EOT
+        destination = "secrets/bklog.env"
+        env         = true
+      }
+
+      resources {
+        cpu    = 2000
+        memory = 2048
+      }
+    }
+  }
+
   group "worker-async" {
     count = 1
 

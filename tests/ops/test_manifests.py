@@ -37,15 +37,17 @@ def nomad_job() -> dict:
 
 def test_nomad_job_has_web_workers_per_role_and_one_beat(nomad_job):
     groups = _blocks(nomad_job, "group")
-    assert set(groups) == {"web", "worker-ingestion", "worker-async", "worker-scheduler", "beat"}
+    assert set(groups) == {
+        "web", "worker-ingestion", "worker-ingestion-overflow", "worker-async", "worker-scheduler", "beat",
+    }  # fmt: skip
     assert nomad_job["update"][0]["auto_revert"] is True
     assert groups["beat"]["count"] == 1
     for name, group in groups.items():
         assert group["restart"][0]["mode"] == "delay", name
         for task_name, task in _blocks(group, "task").items():
             assert task["resources"][0]["cpu"] > 0 and task["resources"][0]["memory"] > 0, (name, task_name)
-    for role in ("ingestion", "async", "scheduler"):
-        [task] = _blocks(groups[f"worker-{role}"], "task").values()
+    for role in ("ingestion", "ingestion_overflow", "async", "scheduler"):
+        [task] = _blocks(groups[f"worker-{role.replace('_', '-')}"], "task").values()
         assert task["config"][0]["args"] == ["worker", role]
         assert role in ROLE_QUEUES
         assert task["kill_timeout"] == "120s"  # longer than a task's soft limit
@@ -78,8 +80,8 @@ def test_k8s_manifests_have_essential_fields():
         assert {"apiVersion", "kind", "metadata"} <= document.keys()
         by_kind.setdefault(document["kind"], {})[document["metadata"]["name"]] = document
     deployments = by_kind["Deployment"]
-    assert set(deployments) == {"bklog-web", "bklog-worker-ingestion", "bklog-worker-async",
-                                "bklog-worker-scheduler", "bklog-beat"}  # fmt: skip
+    assert set(deployments) == {"bklog-web", "bklog-worker-ingestion", "bklog-worker-ingestion-overflow",
+                                "bklog-worker-async", "bklog-worker-scheduler", "bklog-beat"}  # fmt: skip
     for name, deployment in deployments.items():
         spec = deployment["spec"]
         assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items(), name
@@ -91,8 +93,8 @@ def test_k8s_manifests_have_essential_fields():
     assert web["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert deployments["bklog-beat"]["spec"]["replicas"] == 1
     assert deployments["bklog-beat"]["spec"]["strategy"]["type"] == "Recreate"
-    for role in ("ingestion", "async", "scheduler"):
-        [worker] = deployments[f"bklog-worker-{role}"]["spec"]["template"]["spec"]["containers"]
+    for role in ("ingestion", "ingestion_overflow", "async", "scheduler"):
+        [worker] = deployments[f"bklog-worker-{role.replace('_', '-')}"]["spec"]["template"]["spec"]["containers"]
         assert worker["args"] == ["worker", role]
     assert by_kind["Service"]["bklog-web"]["spec"]["ports"][0]["targetPort"] == "http"
     assert by_kind["HorizontalPodAutoscaler"]["bklog-web"]["spec"]["scaleTargetRef"]["name"] == "bklog-web"
@@ -126,6 +128,7 @@ def test_docker_compose_runs_every_role_and_the_stores():
             "postgres", "migrate"} <= services.keys()  # fmt: skip
     assert services["web"]["command"] == ["web"]
     assert services["worker-ingestion"]["command"] == ["worker", "ingestion"]
+    assert services["worker-ingestion-overflow"]["command"] == ["worker", "ingestion_overflow"]
     assert services["web"]["environment"]["DATABASE_URL"].startswith("postgres://")
     assert services["beat"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 APP_PROGRAMS = {
     "bklog-web",
     "bklog-workers:bklog-worker-ingestion",
+    "bklog-workers:bklog-worker-ingestion-overflow",
     "bklog-workers:bklog-worker-default",
     "bklog-workers:bklog-worker-scheduled",
     "bklog-workers:bklog-worker-async-export",
