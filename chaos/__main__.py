@@ -17,7 +17,7 @@ from bench.stack import LOOPBACK
 from chaos import report, verify
 from chaos.driver import CONNECTION_ERROR, Outcome, drive
 from chaos.faults import FaultRunner, schedule
-from chaos.stack import WORKER_PROGRAMS, ChaosStack, prepare
+from chaos.stack import WORKER_PROGRAMS, ChaosStack, prepare, suite_settings
 from chaos.traffic import bad_requests, fuzz_requests, valid_requests
 
 
@@ -134,6 +134,11 @@ def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
     statuses = Counter(str(o.status) for o in outcomes)
     bad_outcomes = [o for o in outcomes if o.kind not in ("valid", "probe")]
     depths = verify.queue_depths(stack)
+    kills = {
+        r.name: {"held_events": r.held_events, "recovery_s": r.held_recovery_seconds}
+        for r in runner.results
+        if r.held_events is not None
+    }
     running = stack.ctl("status", check=False).stdout
     stuck = [
         name
@@ -154,6 +159,11 @@ def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
         "lost": len(comparison.lost),
         "duplicated": len(comparison.duplicated),
         "faults": {r.name: r.recovery_seconds for r in runner.results},
+        # From a worker's SIGKILL to the last event it held being stored (chaos/faults.py).
+        "recovery_s_after_worker_kill": report.worker_kill_recovery(kills),
+        "worker_kills": kills,
+        # Where the stack differs from a default install, and why (chaos/stack.py).
+        "settings_changed_for_the_suite": suite_settings(),
         "unexpected_5xx": len(unexpected),
         "statuses": dict(statuses),
         "connection_errors": statuses.get(str(CONNECTION_ERROR), 0),

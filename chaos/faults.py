@@ -1,6 +1,10 @@
 """The fault schedule and its runner. Each fault is injected, held, undone, and timed until the
 stack has recovered: the program it hit is RUNNING again and a probe event sent after the fault
-was answered 200 and is readable in ClickHouse (so the backlog built during the fault is through)."""
+was answered 200 and is readable in ClickHouse (so the backlog built during the fault is through).
+
+A SIGKILLed ingestion worker is timed a second way: from the kill until the last event of the
+messages it held unacknowledged is stored (another worker gets them once they look abandoned,
+past CELERY_VISIBILITY_TIMEOUT). The next fault waits for that."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import structlog
 
 from bench.stack import LOOPBACK
@@ -25,6 +30,8 @@ from chaos.stack import (
     ChaosStack,
 )
 from chaos.traffic import probe_request
+from pipeline.ingestion.message import INGEST_TASK_NAME, parts_of
+from pipeline.ingestion.publish import message_body
 
 logger = structlog.get_logger(__name__)
 
@@ -36,6 +43,7 @@ class Fault:
     program: str
     hold: float = 0.0  # seconds between stop and start
     outage: bool = False  # capture may answer 503 meanwhile (a store it needs is down)
+    holds_ingestion: bool = False  # kills the only consumer of the ingestion queue: time its messages
 
 
 @dataclass
@@ -46,17 +54,24 @@ class FaultResult:
     recovered_at: float | None
     probe_uuid: str | None
     outage: bool
+    held_events: int | None = None  # events in the messages the killed worker held
+    held_stored_at: float | None = None  # when the last of them was stored
 
     @property
     def recovery_seconds(self) -> float | None:
         return None if self.recovered_at is None else round(self.recovered_at - self.restored_at, 2)
+
+    @property
+    def held_recovery_seconds(self) -> float | None:
+        """From the SIGKILL to the last event the killed worker held being stored."""
+        return None if self.held_stored_at is None else round(self.held_stored_at - self.started_at, 2)
 
 
 def schedule(mode: str) -> list[Fault]:
     """Worker kills first, so their unacknowledged messages come back while the rest runs."""
     redis_hold, clickhouse_hold = (10.0, 30.0) if mode == "full" else (3.0, 8.0)
     return [
-        Fault("sigkill worker ingestion", "kill_group", WORKER_PROGRAMS["ingestion"]),
+        Fault("sigkill worker ingestion", "kill_group", WORKER_PROGRAMS["ingestion"], holds_ingestion=True),
         Fault("sigkill gunicorn worker", "kill_web_worker", WEB_PROGRAM),
         Fault("sigkill worker default", "kill_group", WORKER_PROGRAMS["default"]),
         Fault(f"redis stopped {redis_hold:g}s", "stop_start", REDIS_PROGRAM, redis_hold, outage=True),
@@ -103,10 +118,17 @@ class FaultRunner:
             started = time.time()
             self._inject(fault)
             restored = time.time()
+            held = self._held_uuids() if fault.holds_ingestion else None
             probe_uuid, recovered = self._wait_recovered(fault)
-            self.results.append(FaultResult(fault.name, started, restored, recovered, probe_uuid, fault.outage))
+            result = FaultResult(fault.name, started, restored, recovered, probe_uuid, fault.outage)
+            self.results.append(result)
             took = "NOT RECOVERED" if recovered is None else f"recovered in {recovered - restored:.1f}s"
             log(f"  fault: {fault.name}: {took}")
+            if held is not None:
+                result.held_events = len(held)
+                result.held_stored_at = self._wait_stored(held, started) if held else None
+                took = result.held_recovery_seconds
+                log(f"  fault: {fault.name}: {len(held)} held events, stored {took}s after the kill")
 
     # -- injection -------------------------------------------------------------------------
 
@@ -135,6 +157,40 @@ class FaultRunner:
             self.stack.ctl("restart", fault.program)
         else:
             raise ValueError(f"unknown fault action {fault.action!r}")
+
+    def _held_uuids(self) -> set[str]:
+        """The measured project's events in the ingestion messages left unacknowledged in the
+        broker, read right after the kill: the killed worker's, it being the queue's only
+        consumer (kombu keeps {delivery tag: [message, exchange, routing key]} in `unacked`)."""
+        uuids: set[str] = set()
+        for value in self.stack.redis().hvals("unacked"):
+            envelope = orjson.loads(value)[0]
+            if isinstance(envelope, str):
+                envelope = orjson.loads(envelope)
+            if envelope.get("headers", {}).get("task") != INGEST_TASK_NAME:
+                continue
+            _args, kwargs, _embed = message_body(orjson.dumps(envelope))
+            for part in parts_of(kwargs):
+                if part.get("project_id") == self.project_id or part.get("token") == self.token:
+                    uuids.update(str(event.get("uuid")) for event in part.get("events") or () if event.get("uuid"))
+        return uuids
+
+    def _wait_stored(self, uuids: set[str], since: float) -> float | None:
+        """When the last of `uuids` was readable in ClickHouse, or None after recovery_timeout."""
+        deadline = since + self.recovery_timeout
+        wanted = sorted(uuids)
+        while time.time() < deadline:
+            try:
+                stored = self.stack.clickhouse().execute(
+                    "SELECT uniqExact(uuid) FROM events WHERE team_id = %(t)s AND uuid IN %(u)s",
+                    {"t": self.project_id, "u": tuple(wanted)},
+                )[0][0]
+                if stored >= len(wanted):
+                    return time.time()
+            except Exception as exc:  # ClickHouse still coming back
+                logger.debug("held events lookup failed", error=str(exc))
+            time.sleep(0.5)
+        return None
 
     # -- recovery --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ def table(result: dict) -> str:
         ("503 during outages", result["statuses"].get("503", 0)),
         ("bad requests refused with 4xx", result["bad_requests_refused"]),
         ("workers stuck", len(result["stuck"])),
+        ("recovery after worker kill (s)", result.get("recovery_s_after_worker_kill")),
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
@@ -27,18 +28,42 @@ def table(result: dict) -> str:
     lines.append(f"{'fault':<{width}}  recovery (s)")
     for name, seconds in result["faults"].items():
         lines.append(f"{name:<{width}}  {'NOT RECOVERED' if seconds is None else seconds}")
+    for name, kill in result.get("worker_kills", {}).items():
+        lines.append(
+            f"{name + ': held events':<{width}}  {kill['held_events']}, all stored after {kill['recovery_s']} s"
+        )
     for folder, check in result["plugins"].items():
         lines.append(f"{'plugin ' + folder:<{width}}  {check}")
+    changed = result.get("settings_changed_for_the_suite", {})
+    if changed:
+        lines.append("")
+        lines.append("settings changed for the suite (all others are the defaults):")
+        lines += [f"  {name}={setting['value']}: {setting['reason']}" for name, setting in changed.items()]
     return "\n".join(lines)
 
 
 def markdown(result: dict) -> str:
     lines = ["| | |", "|---|---|"]
-    for key in ("accepted", "stored", "dead_lettered", "lost", "duplicated", "unexpected_5xx"):
+    for key in (
+        "accepted",
+        "stored",
+        "dead_lettered",
+        "lost",
+        "duplicated",
+        "unexpected_5xx",
+        "recovery_s_after_worker_kill",
+    ):
         lines.append(f"| {key} | {result[key]} |")
     lines += ["", "| fault | recovery (s) |", "|---|---|"]
     lines += [f"| {name} | {seconds} |" for name, seconds in result["faults"].items()]
     return "\n".join(lines)
+
+
+def worker_kill_recovery(kills: dict[str, dict]) -> float | None:
+    """The slowest of the killed workers' recoveries: from the SIGKILL to the last event it held
+    being stored. None when no killed worker held events (or they were never all stored)."""
+    seconds = [kill["recovery_s"] for kill in kills.values() if kill["held_events"]]
+    return None if not seconds or None in seconds else max(seconds)
 
 
 def write(result: dict, stamp: str) -> Path:
@@ -61,6 +86,9 @@ def failures(result: dict) -> list[str]:
     not_recovered = [name for name, seconds in result["faults"].items() if seconds is None]
     if not_recovered:
         out.append(f"faults not recovered: {not_recovered}")
+    for name, kill in result.get("worker_kills", {}).items():
+        if kill["held_events"] and kill["recovery_s"] is None:
+            out.append(f"{name}: the {kill['held_events']} events the worker held were not all stored")
     if result["accepted"] == 0:
         out.append("no event was accepted at all")
     return out

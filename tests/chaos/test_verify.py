@@ -1,9 +1,11 @@
 """The pure pieces of the fault suite: the comparison, the 5xx windows, the plugin selection."""
 
+import os
 import uuid
 
 from chaos import report
 from chaos.selection import raises_on, times_out_on
+from chaos.stack import RECOVERY_SETTINGS, ChaosStack, suite_settings
 from chaos.verify import compare, unexpected_server_errors
 
 
@@ -45,3 +47,37 @@ def test_failures_name_every_broken_promise():
     }
     problems = report.failures(result)
     assert any("lost" in p for p in problems) and any("clickhouse" in p for p in problems)
+
+
+def test_a_killed_workers_held_events_not_all_stored_is_a_failure():
+    result = {
+        "accepted": 10,
+        "lost": 0,
+        "duplicated": 0,
+        "unexpected_5xx": 0,
+        "stuck": [],
+        "faults": {"sigkill worker ingestion": 3.0},
+        "worker_kills": {"sigkill worker ingestion": {"held_events": 40, "recovery_s": None}},
+    }
+    assert report.failures(result) == ["sigkill worker ingestion: the 40 events the worker held were not all stored"]
+    result["worker_kills"]["sigkill worker ingestion"]["recovery_s"] = 31.5
+    assert report.failures(result) == []
+
+
+def test_worker_kill_recovery_is_the_slowest_kill_that_held_events():
+    kills = {
+        "ingestion": {"held_events": 40, "recovery_s": 31.5},
+        "again": {"held_events": 3, "recovery_s": 12.0},
+        "idle": {"held_events": 0, "recovery_s": None},
+    }
+    assert report.worker_kill_recovery(kills) == 31.5
+    assert report.worker_kill_recovery({"idle": kills["idle"]}) is None
+    assert report.worker_kill_recovery({**kills, "never": {"held_events": 1, "recovery_s": None}}) is None
+
+
+def test_the_suite_runs_the_default_recovery_settings_and_says_why_it_changes_any():
+    changed = suite_settings()
+    assert all(setting["reason"] for setting in changed.values())
+    assert "CELERY_VISIBILITY_TIMEOUT" in os.environ  # tests/conftest.py shortens it for the tests...
+    assert not set(RECOVERY_SETTINGS) & set(ChaosStack().env())  # ...the suite's stack does not
+    assert not set(RECOVERY_SETTINGS) & set(changed)
