@@ -30,16 +30,19 @@ logger = structlog.get_logger(__name__)
 MEGABYTE = 1024 * 1024
 
 
-def call_within_limits(fn: Callable[..., T], args: tuple, seconds: float, what: str) -> T:
-    """Call `fn(*args)` under the time limit `seconds` and PLUGIN_RECURSION_LIMIT: past either,
-    PluginTimeoutError or RecursionError is raised out of the plugin's code."""
+def call_within_limits(
+    fn: Callable[..., T], args: tuple, seconds: float, what: str, setting: str = "PLUGIN_TIMEOUT_SECONDS"
+) -> T:
+    """Call `fn(*args)` under the time limit `seconds` (the value of `setting`) and
+    PLUGIN_RECURSION_LIMIT: past either, PluginTimeoutError or RecursionError is raised out of the
+    plugin's code."""
     headroom = settings.PLUGIN_RECURSION_LIMIT
     if headroom <= 0:
-        return call_with_time_limit(fn, args, seconds, what)
+        return call_with_time_limit(fn, args, seconds, what, setting)
     previous = sys.getrecursionlimit()
     sys.setrecursionlimit(_depth() + headroom)
     try:
-        return call_with_time_limit(fn, args, seconds, what)
+        return call_with_time_limit(fn, args, seconds, what, setting)
     finally:
         sys.setrecursionlimit(previous)
 

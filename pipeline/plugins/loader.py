@@ -100,7 +100,7 @@ def code_for(plugin) -> PluginCode:
     return code_from_source(files, f"plugin-{plugin.pk}")
 
 
-def execute(code: PluginCode, seconds: float | None = None) -> dict[str, Any]:
+def execute(code: PluginCode, seconds: float | None = None, setting: str = "PLUGIN_TIMEOUT_SECONDS") -> dict[str, Any]:
     """Run the module once, within the limits (time: `seconds`, by default PLUGIN_TIMEOUT_SECONDS),
     and return its namespace."""
     seconds = settings.PLUGIN_TIMEOUT_SECONDS if seconds is None else seconds
@@ -112,14 +112,14 @@ def execute(code: PluginCode, seconds: float | None = None) -> dict[str, Any]:
         except Exception as exc:
             raise PluginLoadError(f"the plugin's code does not compile: {exc}") from None
         namespace = restricted_globals(module_name, ConsolePrint)
-        call_within_limits(exec, (compiled, namespace), seconds, what)
+        call_within_limits(exec, (compiled, namespace), seconds, what, setting)
         return namespace
     route_stdout()
     spec = importlib.util.spec_from_file_location(module_name, code.main_path)
     if spec is None or spec.loader is None:
         raise PluginLoadError(f"cannot import {code.main_path}")
     module = importlib.util.module_from_spec(spec)
-    call_within_limits(spec.loader.exec_module, (module,), seconds, what)
+    call_within_limits(spec.loader.exec_module, (module,), seconds, what, setting)
     return vars(module)
 
 

@@ -32,6 +32,7 @@ from pipeline.plugins.meta import Meta
 
 REPLY_PREFIX = "plugins:test-run:"
 REPLY_TTL_SECONDS = 60
+TIME_LIMIT_SETTING = "PLUGIN_TEST_RUN_TIMEOUT_SECONDS"
 
 
 class NoWorkerAnswered(Exception):
@@ -108,7 +109,7 @@ def dry_run(request: TestRunRequest) -> dict:
     seconds = request.seconds
     with capturing(sink):
         try:
-            namespace = execute(request.plugin_code(), seconds)
+            namespace = execute(request.plugin_code(), seconds, TIME_LIMIT_SETTING)
             jobs = namespace.get("jobs")
             meta = Meta(
                 plugin_id=request.plugin_id,
@@ -152,7 +153,7 @@ def dry_run(request: TestRunRequest) -> dict:
 
 
 def _call(fn, args: tuple, seconds: float, what: str):
-    return call_within_limits(fn, args, seconds, what)
+    return call_within_limits(fn, args, seconds, what, TIME_LIMIT_SETTING)
 
 
 def _answer(output: dict | None, sink: LogSink, error: BaseException | None) -> dict:

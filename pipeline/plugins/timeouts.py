@@ -20,22 +20,25 @@ from pipeline.plugins.api import PluginTimeoutError
 
 T = TypeVar("T")
 
-# (monotonic deadline, what, seconds) of the plugin call running in this context, if any.
-_current: ContextVar[tuple[float, str, float] | None] = ContextVar("plugin_call_deadline", default=None)
+# (monotonic deadline, what, seconds, setting) of the plugin call running in this context, if any.
+_current: ContextVar[tuple[float, str, float, str] | None] = ContextVar("plugin_call_deadline", default=None)
 
 
-def _timeout_error(what: str, seconds: float) -> PluginTimeoutError:
+def _timeout_error(what: str, seconds: float, setting: str) -> PluginTimeoutError:
     return PluginTimeoutError(
-        f"{what} ran past its time limit of {seconds:g} s (PLUGIN_TIMEOUT_SECONDS); make it faster, "
+        f"{what} ran past its time limit of {seconds:g} s ({setting}); make it faster, "
         "or move slow work to a job (meta.jobs)"
     )
 
 
-def call_with_time_limit(fn: Callable[..., T], args: tuple, seconds: float, what: str) -> T:
-    """Call `fn(*args)`; raise PluginTimeoutError if it runs longer than `seconds`."""
+def call_with_time_limit(
+    fn: Callable[..., T], args: tuple, seconds: float, what: str, setting: str = "PLUGIN_TIMEOUT_SECONDS"
+) -> T:
+    """Call `fn(*args)`; raise PluginTimeoutError if it runs longer than `seconds` (the value of
+    `setting`, which the error names)."""
     if seconds <= 0:
         return fn(*args)
-    limit = (time.monotonic() + seconds, what, seconds)  # (deadline, what, seconds), computed once
+    limit = (time.monotonic() + seconds, what, seconds, setting)  # computed once
     token = _current.set(limit)
     try:
         if _HAS_ITIMER and threading.current_thread() is threading.main_thread():
@@ -51,7 +54,7 @@ def call_with_time_limit(fn: Callable[..., T], args: tuple, seconds: float, what
 # over a batch) sets it about once per PLUGIN_TIMEOUT_SECONDS instead of twice per call, and
 # an alarm that finds no call past its deadline just sets itself for the next one. Plugin
 # processes own ITIMER_REAL; nothing else in them uses it.
-_alarms: list[tuple[float, str, float]] = []
+_alarms: list[tuple[float, str, float, str]] = []
 _armed_for: float | None = None  # when the pending alarm fires (monotonic); None: none pending
 _handler_installed = False
 _HAS_ITIMER = hasattr(signal, "setitimer")
@@ -78,14 +81,14 @@ def _on_alarm(_signum, _frame) -> Any:
     global _armed_for
     _armed_for = None
     now = time.monotonic()
-    for deadline, what, seconds in _alarms:  # the outermost call past its deadline ends
+    for deadline, what, seconds, setting in _alarms:  # the outermost call past its deadline ends
         if deadline <= now + 0.001:
-            raise _timeout_error(what, seconds)
+            raise _timeout_error(what, seconds, setting)
     if _alarms:  # calls still within their limits (or the timer was early): wait for the nearest
-        _arm(min(d for d, _, _ in _alarms))
+        _arm(min(limit[0] for limit in _alarms))
 
 
-def _with_alarm(fn: Callable[..., T], args: tuple, limit: tuple[float, str, float]) -> T:
+def _with_alarm(fn: Callable[..., T], args: tuple, limit: tuple[float, str, float, str]) -> T:
     global _handler_installed
     if not _handler_installed:  # first call in this process (or in a forked child)
         signal.signal(signal.SIGALRM, _on_alarm)
@@ -100,13 +103,13 @@ def _with_alarm(fn: Callable[..., T], args: tuple, limit: tuple[float, str, floa
         _alarms.pop()
 
 
-def _with_trace(fn: Callable[..., T], args: tuple, limit: tuple[float, str, float]) -> T:
-    deadline, what, seconds = limit
+def _with_trace(fn: Callable[..., T], args: tuple, limit: tuple[float, str, float, str]) -> T:
+    deadline, what, seconds, setting = limit
     previous = sys.gettrace()
 
     def tracer(_frame, _event, _arg):
         if time.monotonic() > deadline:
-            raise _timeout_error(what, seconds)
+            raise _timeout_error(what, seconds, setting)
         return tracer
 
     sys.settrace(tracer)
@@ -123,6 +126,6 @@ def bounded_sleep(seconds: float) -> None:
     if current is None or time.monotonic() + seconds <= current[0]:
         time.sleep(seconds)
         return
-    deadline, what, limit = current
+    deadline, what, limit, setting = current
     time.sleep(max(deadline - time.monotonic(), 0.0))
-    raise _timeout_error(what, limit)
+    raise _timeout_error(what, limit, setting)

@@ -276,7 +276,7 @@ def test_test_run_answers_a_drop_and_errors(api_client, local_plugin_config, set
     sleeper = local_plugin_config("import time\ndef process_event(event, meta):\n    time.sleep(30)\n")
     body = run(api_client, sleeper, {"event": "x"}).json()
     assert body["error"]["name"] == "PluginTimeoutError"
-    assert "time limit of 0.5 s" in body["error"]["message"]
+    assert "time limit of 0.5 s (PLUGIN_TEST_RUN_TIMEOUT_SECONDS)" in body["error"]["message"]
 
     bad = api_client.post(
         f"/api/projects/{dropper.project_id}/plugin_configs/{dropper.pk}/test/", {"event": [1]}, format="json"
