@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+from django.urls import reverse
 
 from bklog_app.plugins.models import PluginConfig, PluginLogEntry
 from pipeline.plugins.limits import call_within_limits
@@ -169,6 +170,22 @@ def test_a_test_run_no_worker_answers_in_time_is_a_503(api_client, local_plugin_
         "is a worker consuming the `default` queue?",
         "attr": None,
     }
+
+
+def test_the_admins_test_run_page_says_when_no_worker_answered(
+    admin_client, local_plugin_config, settings, celery_worker
+):
+    settings.PLUGIN_TEST_RUN_TIMEOUT_SECONDS = 1
+    settings.PLUGIN_TEST_RUN_WAIT_SECONDS = 0.2
+    sleeper = local_plugin_config("import time\ndef process_event(event, meta):\n    time.sleep(30)\n")
+    url = reverse("admin:plugins_pluginconfig_test", args=[sleeper.pk])
+    response = admin_client.post(url, {"event": '{"event": "x"}'})
+    assert response.status_code == 200
+    assert b"No worker answered the test run within 0.2 s (PLUGIN_TEST_RUN_WAIT_SECONDS)" in response.content
+
+    settings.PLUGIN_TEST_RUN_WAIT_SECONDS = 20
+    response = admin_client.post(url, {"event": '{"event": "x"}'})
+    assert b"PluginTimeoutError: process_event ran past its time limit of 1 s" in response.content
 
 
 # --- ingestion ---------------------------------------------------------------------------
