@@ -20,9 +20,11 @@ def bklog_tasks():
     return {name: task for name, task in app.tasks.items() if not name.startswith("celery.")}
 
 
-def test_the_four_queues_are_declared_once():
-    assert DECLARED == {q.value for q in Queue} == {"default", "ingestion", "scheduled", "async_export"}
-    assert len(app.conf.task_queues) == 4
+def test_the_five_queues_are_declared_once():
+    assert DECLARED == {q.value for q in Queue} == {
+        "default", "ingestion", "ingestion_overflow", "scheduled", "async_export",
+    }  # fmt: skip
+    assert len(app.conf.task_queues) == 5
     assert app.conf.task_create_missing_queues is False
     assert app.conf.task_default_queue == "default"
 
