@@ -6,6 +6,9 @@ batch           batch capture (100 events per request) end to end, a two-plugin 
                 persons on, half the events from distinct ids that have a person already:
                 events/s from the first request sent to the last event readable in ClickHouse.
 lag             capture answered -> row readable in ClickHouse, at 1,000 events/s.
+isolation       project A's plugin sleeps 200 ms per event while project B sends 200 events/s:
+                how long until A is moved to `ingestion_overflow`, then B's lag and A's
+                throughput while both send (pipeline/ingestion/isolation.py).
 naive           the same events as `batch` through the naive pipeline (bench/naive_tasks.py).
 clickhouse_raw  the limit: clickhouse-driver columnar INSERTs of such rows into a scratch table.
 rss             the peak RSS of every process (sampled during all the others).
@@ -386,17 +389,7 @@ def _lag_phase(ctx: Context, name: str, *, per_request: int) -> dict:
     finally:
         watcher.stop.set()
         watcher.join()
-    stored = dict(
-        ctx.stack.clickhouse().execute(
-            "SELECT toString(uuid), created_at_ms FROM events WHERE team_id = %(t)s", {"t": project_id}
-        )
-    )
-    lags = []
-    for request_uuids, answered in zip(uuids, result.answered_at, strict=True):
-        for event_uuid in request_uuids:
-            created = stored.get(event_uuid)
-            if answered is not None and created is not None and created in watcher.first_seen:
-                lags.append(max(watcher.first_seen[created] - answered, 0.0))
+    stored, lags = _lags(ctx, project_id, uuids, result, watcher)
     out = {
         "offered_events_per_s": rate,
         "events_per_request": per_request,
@@ -417,6 +410,152 @@ def _lag_phase(ctx: Context, name: str, *, per_request: int) -> dict:
         f"    lag p50 {out['p50_s']} s, p99 {out['p99_s']} s over {len(lags)} events; capture p99 {result.p99_ms} ms"
     )
     return out
+
+
+def _lags(
+    ctx: Context, project_id: int, uuids: list[list[str]], result: LoadResult, watcher: _BatchWatcher
+) -> tuple[dict, list[float]]:
+    """(uuid -> created_at_ms of the project's stored events, seconds from each request's answer
+    to its events being readable)."""
+    stored = dict(
+        ctx.stack.clickhouse().execute(
+            "SELECT toString(uuid), created_at_ms FROM events WHERE team_id = %(t)s", {"t": project_id}
+        )
+    )
+    lags = []
+    for request_uuids, answered in zip(uuids, result.answered_at, strict=True):
+        for event_uuid in request_uuids:
+            created = stored.get(event_uuid)
+            if answered is not None and created is not None and created in watcher.first_seen:
+                lags.append(max(watcher.first_seen[created] - answered, 0.0))
+    return stored, lags
+
+
+# -- isolation ------------------------------------------------------------------------------
+
+SLOW_PLUGIN_MANIFEST = json.dumps({"name": "bench: 200 ms per event", "config": []})
+SLOW_PLUGIN_CODE = """
+import time
+
+def process_event(event, meta):
+    time.sleep(0.2)
+    return event
+"""
+ISOLATION_B_RATE = 200  # events/s, in requests of 10
+ISOLATION_A_RATE = 20  # events/s offered to the slow project: four times what 200 ms per event allows one process
+
+
+def isolation(ctx: Context, run: int) -> dict:
+    """A slow project and a normal one share the stack. A is sent events until the batches that
+    run its plugin move it to overflow (reported: how long that took); then both send at once,
+    and B's lag (capture answered -> readable) is measured as in `lag`, and A's throughput."""
+    slow_id, slow_token = new_project(ctx, f"isolation-slow-{run}")
+    plugin = api_request(
+        ctx.stack,
+        "POST",
+        "/api/plugins/",
+        ctx.key,
+        {
+            "name": f"bench slow {ctx.stamp}-{run}",
+            "source_type": "source",
+            "source": {"plugin.json": SLOW_PLUGIN_MANIFEST, "plugin.py": SLOW_PLUGIN_CODE},
+        },
+    )
+    api_request(
+        ctx.stack,
+        "POST",
+        f"/api/projects/{slow_id}/plugin_configs/",
+        ctx.key,
+        {"plugin": plugin["id"], "enabled": True, "order": 0, "config": {}},
+    )
+    fast_id, fast_token = new_project(ctx, f"isolation-fast-{run}")
+
+    ctx.log("  project A (plugin sleeps 200 ms per event): 40 events, until it is moved aside")
+    detect = [payloads.event(i, f"slow-{i % 50}") for i in range(40)]
+    started = time.monotonic()
+    sent = _send(ctx, "isolation-detect", [_batch(slow_token, detect[i : i + 10]) for i in range(0, 40, 10)], "/batch/")
+    state = _wait_for_state(ctx, slow_id, "overflow", timeout=120)
+    moved_after = time.monotonic() - started if state["state"] == "overflow" else None
+    ctx.log(f"    A is {state['state']} after {moved_after and round(moved_after, 1)} s: {state['why']}")
+
+    seconds = ctx.sizes.lag_seconds
+    slow_events = [payloads.event(i, f"slow-{i % 50}") for i in range(40, 40 + int(ISOLATION_A_RATE * seconds))]
+    slow_bodies = [_batch(slow_token, slow_events[i : i + 10]) for i in range(0, len(slow_events), 10)]
+    fast_uuids, fast_bodies = [], []
+    for first in range(0, int(ISOLATION_B_RATE * seconds), 10):
+        events = [payloads.event(i, f"user-{i % 1000}") for i in range(first, first + 10)]
+        fast_uuids.append([event["uuid"] for event in events])
+        fast_bodies.append(_batch(fast_token, events))
+    ctx.log(f"  both for {seconds:g}s: A {ISOLATION_A_RATE} events/s, B {ISOLATION_B_RATE} events/s (10 per request)")
+    slow_result: list[LoadResult] = []
+    slow_sender = threading.Thread(
+        target=lambda: slow_result.append(
+            _send(ctx, "isolation-slow", slow_bodies, "/batch/", rate=ISOLATION_A_RATE / 10, connections=4,
+                  max_seconds=seconds + 20)
+        )
+    )  # fmt: skip
+    watcher = _BatchWatcher(ctx, fast_id)
+    watcher.start()
+    phase_started = time.time()
+    slow_sender.start()
+    try:
+        fast = _send(
+            ctx, "isolation-fast", fast_bodies, "/batch/", rate=ISOLATION_B_RATE / 10, connections=16,
+            max_seconds=seconds + 20, record=True,
+        )  # fmt: skip
+        wait_for_count(ctx, fast_id, fast.ok * 10)
+        time.sleep(watcher.interval * 3)
+    finally:
+        watcher.stop.set()
+        watcher.join()
+        slow_sender.join()
+    slow_in_phase = count_stored(ctx, slow_id) - len(detect)
+    phase_seconds = time.time() - phase_started
+    stored, lags = _lags(ctx, fast_id, fast_uuids, fast, watcher)
+    slow_accepted = sent.ok * 10 + slow_result[0].ok * 10
+    drained_at, slow_stored = wait_for_count(ctx, slow_id, slow_accepted)
+    out = {
+        "a_moved_to": state["state"],
+        "a_moved_after_s": _round(moved_after),
+        "a_why": state["why"],
+        "b_offered_events_per_s": ISOLATION_B_RATE,
+        "b_accepted": fast.ok * 10,
+        "b_stored": len(stored),
+        "b_measured": len(lags),
+        "b_lag_p50_s": _round(percentile(lags, 50)),
+        "b_lag_p95_s": _round(percentile(lags, 95)),
+        "b_lag_p99_s": _round(percentile(lags, 99)),
+        "b_lag_max_s": _round(max(lags) if lags else None),
+        "a_offered_events_per_s": ISOLATION_A_RATE,
+        "a_accepted": slow_accepted,
+        "a_stored": slow_stored,
+        "a_events_per_s_while_b_sent": round(slow_in_phase / phase_seconds, 2),
+        "a_drained_s": _round(drained_at - phase_started) if drained_at else None,
+        "a_state_after": _project_state(ctx, slow_id)["state"],
+    }
+    ctx.log(
+        f"    B lag p50 {out['b_lag_p50_s']} s, p99 {out['b_lag_p99_s']} s over {len(lags)} events; "
+        f"A {out['a_events_per_s_while_b_sent']} events/s while B sent, all {slow_stored} of {slow_accepted} "
+        f"stored {out['a_drained_s']} s after the phase began"
+    )
+    return out
+
+
+def _batch(token: str, events: list[dict]) -> bytes:
+    return json.dumps({"api_key": token, "batch": events}).encode()
+
+
+def _project_state(ctx: Context, project_id: int) -> dict:
+    return api_request(ctx.stack, "GET", f"/api/projects/{project_id}/", ctx.key)["ingestion_state"]
+
+
+def _wait_for_state(ctx: Context, project_id: int, wanted: str, *, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    state = _project_state(ctx, project_id)
+    while state["state"] != wanted and time.monotonic() < deadline:
+        time.sleep(0.2)
+        state = _project_state(ctx, project_id)
+    return state
 
 
 # -- naive ----------------------------------------------------------------------------------
@@ -512,6 +651,7 @@ SCENARIOS: dict[str, Callable[[Context, int], dict]] = {
     "single": single,
     "batch": batch,
     "lag": lag,
+    "isolation": isolation,
     "naive": naive,
     "clickhouse_raw": clickhouse_raw,
 }

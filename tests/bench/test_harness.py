@@ -330,6 +330,7 @@ def test_results_have_the_required_keys(tmp_path):
         "batch": [{"events_per_s": v} for v in (6000, 5000, 7000)],
         "lag": [{"p50_s": 0.2, "p99_s": v} for v in (1.0, 0.5, 0.7)],
         "naive": [{"events_per_s": v} for v in (100, 150, 120)],
+        "isolation": [{"b_lag_p99_s": v, "a_events_per_s_while_b_sent": 4.5} for v in (0.4, 0.6, 1.5)],
         "clickhouse_raw": [{"events_per_s": v} for v in (300_000, 320_000, 310_000)],
     }
     rss = {"bklog-web": 120.5, "bklog-worker-ingestion/pool-1": 200.0}
@@ -349,4 +350,13 @@ def test_results_have_the_required_keys(tmp_path):
     assert saved["machine"] == machine
     assert saved["capture_single"]["spread"]["max_rps"]["min"] == 1500
     assert saved["targets"]["batch_vs_naive"]["value"] == 50.0
+    assert saved["isolation"]["b_lag_p99_s"] == 0.6
+    assert saved["isolation"]["a_events_per_s_while_b_sent"] == 4.5
+    assert saved["targets"]["isolation_b_lag_p99"] == {
+        "target": "a normal project's lag p99 <= 1 s while another's plugin takes 200 ms per event",
+        "value": 0.6,
+        "bound": 1.0,
+        "met": True,
+    }
+    assert "| isolation.b_lag_p99_s | 0.6 |" in md_path.read_text()
     assert md_path.read_text().startswith("|") or "| figure |" in md_path.read_text()
