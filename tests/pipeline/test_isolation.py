@@ -10,15 +10,16 @@ import pytest
 
 from bklog_app.models import Membership
 from pipeline.ingestion import isolation, journal, projects
-from pipeline.ingestion.enqueue import enqueue
+from pipeline.ingestion.enqueue import enqueue, publish_journaled, republish
 from pipeline.ingestion.isolation import ChainCost
-from pipeline.ingestion.message import INGEST_QUEUE, OVERFLOW_QUEUE, CapturedRequest, parts_of
+from pipeline.ingestion.message import INGEST_QUEUE, INGEST_QUEUES, OVERFLOW_QUEUE, CapturedRequest, parts_of
 from pipeline.ingestion.publish import message_body
 from pipeline.metrics import render
 from pipeline.queues import ROLE_QUEUES, Queue
 from pipeline.redis import get_redis
 from tests.factories import api_client_for, make_project
 from tests.pipeline.test_ingestion_e2e import assert_stored_exactly_once, make_events, post_batch
+from tests.pipeline.test_journal import broker, capture_kwargs  # noqa: F401 - a broker database of its own
 from tests.plugins.conftest import install, local_plugin, wait_until  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -91,6 +92,26 @@ def test_switched_off_nothing_moves(settings):
     project = make_project()
     assert move_to_overflow(project.id) == []
     assert not projects.project_for_token(project.api_token).ingestion_overflow
+
+
+def test_capture_puts_a_project_in_overflow_on_the_overflow_queue(client, project, broker):  # noqa: F811
+    _, redis = broker  # no worker consumes it: what capture pushed stays there
+    healthy = make_project()
+    move_to_overflow(project.id)
+    assert post_batch(client, project.api_token, make_events(2)).status_code == 200
+    assert (redis.llen(OVERFLOW_QUEUE), redis.llen(INGEST_QUEUE)) == (1, 0)
+    assert post_batch(client, healthy.api_token, make_events(2)).status_code == 200
+    assert (redis.llen(OVERFLOW_QUEUE), redis.llen(INGEST_QUEUE)) == (1, 1)
+
+
+def test_the_journal_sweep_finds_overflow_messages_and_republishes_there(project, broker):  # noqa: F811
+    _, redis = broker
+    publish_journaled(capture_kwargs(project, 2, "kept"), queue=OVERFLOW_QUEUE)
+    lost = publish_journaled(capture_kwargs(project, 2, "lost"), queue=OVERFLOW_QUEUE)
+    assert redis.lrem(OVERFLOW_QUEUE, 1, redis.hget(journal.MESSAGES_KEY, lost)) == 1
+    counts = journal.sweep(INGEST_QUEUES, republish, grace_seconds=0)
+    assert counts == {"old": 2, "pending": 1, "republished": 1, "gone": 0}
+    assert (redis.llen(OVERFLOW_QUEUE), redis.llen(INGEST_QUEUE)) == (2, 0)
 
 
 def test_capture_routes_by_the_state_and_both_projects_are_stored_once(
