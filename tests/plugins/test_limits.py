@@ -10,11 +10,13 @@ import pytest
 from django.urls import reverse
 
 from bklog_app.plugins.models import PluginConfig, PluginLogEntry
+from pipeline.plugins.chain import run_process_event_chain
 from pipeline.plugins.limits import call_within_limits
 from pipeline.plugins.logs import LogSink
 from tests.conftest import ROOT
 from tests.factories import wait_for_events
 from tests.plugins.conftest import event, post_batch, wait_until
+from tests.plugins.test_runtime import local, plugin_event
 
 GREEDY = """
 def process_event(event, meta):
@@ -35,6 +37,15 @@ def process_event(event, meta):
     for n in range(5000):
         print("line", n)
     return event
+"""
+CHATTY_THEN_RECURSIVE = """
+def deeper(n):
+    return deeper(n + 1)
+
+def process_event(event, meta):
+    for n in range(100):
+        print("line", n)
+    return deeper(0)
 """
 
 
@@ -115,6 +126,22 @@ def test_a_capped_process_gets_a_memory_error_and_lives_on():
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["MemoryError", f"alive {16 << 20}"]
+
+
+def test_a_call_over_a_limit_fails_like_any_error_and_counts_towards_auto_disable(project, local_plugin, settings):
+    settings.PLUGIN_AUTO_DISABLE_AFTER_FAILURES = 2
+    settings.PLUGIN_LOG_MAX_ENTRIES_PER_CALL = 10
+    plugin = local(local_plugin, CHATTY_THEN_RECURSIVE)
+    config = PluginConfig.objects.create(project=project, plugin=plugin, enabled=True)
+    for _ in range(2):
+        assert run_process_event_chain(project.id, plugin_event(project.id)).failed == [f"P ({config.pk})"]
+    config.refresh_from_db()
+    assert config.enabled is False
+    assert config.error["message"].startswith("disabled automatically after 2 failed calls in a row; the last: ")
+    entries = config.log_entries
+    assert entries.filter(source="CONSOLE").count() == 20  # 10 a call
+    assert entries.filter(source="SYSTEM", type="WARN", message__contains="more than 10 entries").count() == 2
+    assert entries.filter(type="ERROR", message__startswith="process_event failed: RecursionError").count() == 2
 
 
 # --- test runs, on a worker --------------------------------------------------------------
