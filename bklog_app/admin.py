@@ -7,6 +7,7 @@ from django.utils.html import format_html
 from bklog_app.models import DeadLetter, IngestionWarning, Membership, Organization, PersonalAPIKey, Project
 from pipeline.deadletters.replay import replay
 from pipeline.ingestion import isolation
+from pipeline.ingestion.projects import EPOCH_KEY
 from pipeline.storage.clickhouse import ClickHouseUnavailable
 from pipeline.storage.events import list_events
 
@@ -53,6 +54,7 @@ class ProjectAdmin(admin.ModelAdmin):
     list_filter = ["organization", "anonymize_ips", "autocapture_opt_out", IngestionStateFilter]
     search_fields = ["name", "api_token"]
     readonly_fields = ["api_token", "ingestion_state", "created_at", "events_link"]
+    actions = ["back_to_healthy"]
     fieldsets = [
         (None, {"fields": ["organization", "name", "api_token", "anonymize_ips", "rate_limit_per_minute",
                            "ingestion_state", "created_at", "events_link"]}),
@@ -68,6 +70,16 @@ class ProjectAdmin(admin.ModelAdmin):
     def get_urls(self):
         view = self.admin_site.admin_view(self.latest_events)
         return [path("<int:project_id>/events/", view, name="bklog_app_project_events"), *super().get_urls()]
+
+    @admin.action(description="Ingest the selected projects on the main queue again (healthy)")
+    def back_to_healthy(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True))
+        isolation.reset(ids, EPOCH_KEY)
+        self.message_user(
+            request,
+            f"{len(ids)} project(s) healthy again; a slow plugin chain moves them aside again.",
+            messages.SUCCESS,
+        )
 
     @admin.display(description="ingestion state")
     def ingestion_state(self, project: Project) -> str:

@@ -153,14 +153,6 @@ def state_of(project_id: int) -> dict:
     return _decode(raw)
 
 
-def states_of(project_ids: list[int]) -> dict[int, dict]:
-    """state_of for many projects, in one round trip."""
-    if not project_ids:
-        return {}
-    raws = get_redis().hmget(STATES_KEY, [str(project_id) for project_id in project_ids])
-    return {project_id: _decode(raw) for project_id, raw in zip(project_ids, raws, strict=True)}
-
-
 def projects_in(state: str) -> list[int]:
     """The ids of the projects in `state` among those ever moved (`healthy` includes the recovered)."""
     return [int(key) for key, raw in get_redis().hgetall(STATES_KEY).items() if _decode(raw)["state"] == state]
@@ -179,11 +171,14 @@ def in_overflow(project_id: int) -> bool:
     return is_enabled() and state_of(project_id)["state"] == OVERFLOW
 
 
-def reset(project_id: int, epoch_key: str) -> None:
-    """Forget a project's state and window (it is healthy again), e.g. after its plugin was fixed."""
+def reset(project_ids: list[int], epoch_key: str) -> None:
+    """Forget the projects' states and windows: healthy again at once (an operator fixed their
+    plugins), and measured afresh."""
+    if not project_ids:
+        return
     pipe = get_redis().pipeline(transaction=True)
-    pipe.hdel(STATES_KEY, str(project_id))
-    pipe.delete(WINDOW_KEY.format(project_id=project_id))
+    pipe.hdel(STATES_KEY, *(str(project_id) for project_id in project_ids))
+    pipe.delete(*(WINDOW_KEY.format(project_id=project_id) for project_id in project_ids))
     pipe.incr(epoch_key)
     pipe.execute()
 

@@ -176,3 +176,10 @@ def test_the_state_is_in_the_api_admin_and_metrics(admin_client):
 
     metrics = render()[0].decode()
     assert 'bklog_projects_ingestion_state{state="overflow"}' in metrics
+
+    response = admin_client.post(
+        "/admin/bklog_app/project/", {"action": "back_to_healthy", "_selected_action": [project.pk]}, follow=True
+    )
+    assert "1 project(s) healthy again" in response.content.decode()
+    assert isolation.state_of(project.id) == {"state": "healthy", "since": None, "why": None}
+    assert not projects.project_for_token(project.api_token).ingestion_overflow
