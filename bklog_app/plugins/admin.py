@@ -20,7 +20,7 @@ from pipeline.plugins.config import mask_secrets
 from pipeline.plugins.loader import PluginLoadError, code_for, inspect_code
 from pipeline.plugins.reload import publish_reload
 from pipeline.plugins.tasks import test_run_on_a_worker
-from pipeline.plugins.testrun import NoWorkerAnswered
+from pipeline.plugins.testrun import NoWorkerAnswered, RedisUnavailable
 
 SAMPLE_EVENT = {
     "event": "$pageview",
@@ -109,7 +109,7 @@ class PluginConfigAdmin(admin.ModelAdmin):
         if request.method == "POST" and form.is_valid():
             try:
                 result = test_run_on_a_worker(config, form.cleaned_data["event"])
-            except NoWorkerAnswered as exc:
+            except (NoWorkerAnswered, RedisUnavailable) as exc:
                 no_worker = str(exc)
         context = {
             **self.admin_site.each_context(request),

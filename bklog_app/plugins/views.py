@@ -28,7 +28,7 @@ from pipeline.plugins.loader import (
     inspect_code,
 )
 from pipeline.plugins.tasks import test_run_on_a_worker
-from pipeline.plugins.testrun import NoWorkerAnswered
+from pipeline.plugins.testrun import NoWorkerAnswered, RedisUnavailable
 
 MAX_LOG_LIMIT = 1000
 
@@ -216,8 +216,15 @@ class PluginTestRunView(APIView):
             return Response(test_run_on_a_worker(config, body.validated_data["event"]))
         except NoWorkerAnswered as exc:
             raise NoWorker(str(exc)) from None
+        except RedisUnavailable as exc:
+            raise Unavailable(str(exc)) from None
 
 
 class NoWorker(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_code = "no_worker"
+
+
+class Unavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "server_error"

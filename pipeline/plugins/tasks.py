@@ -11,6 +11,7 @@ allocates past PLUGIN_MEMORY_LIMIT_MB gets a MemoryError, recorded as its error,
 lives on.
 """
 
+import kombu.exceptions
 from celery import signals
 from django.conf import settings
 
@@ -20,6 +21,7 @@ from pipeline.plugins import export_buffer, job_queue, jobs, limits, registry, s
 from pipeline.plugins.on_event import run_on_event
 from pipeline.plugins.retries import RetryLater
 from pipeline.queues import TaskName
+from pipeline.redis import REDIS_ERRORS
 
 # A test run's calls each stop at PLUGIN_TEST_RUN_TIMEOUT_SECONDS; this bounds the task as a
 # whole (load, setup, process_event, teardown), should a plugin swallow its timeout.
@@ -80,12 +82,17 @@ def test_run(message: dict) -> None:
 
 def test_run_on_a_worker(plugin_config, event: dict) -> dict:
     """Queue a test run of `plugin_config` on `event` and wait for its answer (in the web process).
-    Raises testrun.NoWorkerAnswered after PLUGIN_TEST_RUN_WAIT_SECONDS; a message no worker took
-    by then expires unrun."""
+    Raises testrun.NoWorkerAnswered after PLUGIN_TEST_RUN_WAIT_SECONDS (a message no worker took by
+    then expires unrun), testrun.RedisUnavailable when the broker or Redis is down."""
     request = testrun.TestRunRequest.for_config(plugin_config, event)
     wait = settings.PLUGIN_TEST_RUN_WAIT_SECONDS
-    test_run.apply_async(args=[request.as_message()], expires=wait)
-    return testrun.wait_for_answer(request, wait)
+    try:
+        test_run.apply_async(args=[request.as_message()], expires=wait, retry=False)
+        return testrun.wait_for_answer(request, wait)
+    except (*REDIS_ERRORS, kombu.exceptions.OperationalError) as exc:
+        raise testrun.RedisUnavailable(
+            f"Redis is unavailable ({type(exc).__name__}): the test run could not be queued or answered; retry later."
+        ) from exc
 
 
 @signals.worker_process_init.connect

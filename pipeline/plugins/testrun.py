@@ -39,6 +39,10 @@ class NoWorkerAnswered(Exception):
     """No worker answered a test run within PLUGIN_TEST_RUN_WAIT_SECONDS."""
 
 
+class RedisUnavailable(Exception):
+    """The test run could not be queued, or its answer read: Redis (the broker) is down."""
+
+
 @dataclass(frozen=True)
 class TestRunRequest:
     """What a worker needs to run a test: the code and config as the caller saw them, the sample

@@ -215,6 +215,23 @@ def test_the_admins_test_run_page_says_when_no_worker_answered(
     assert b"PluginTimeoutError: process_event ran past its time limit of 1 s" in response.content
 
 
+def test_a_test_run_while_redis_is_down_is_a_503_and_recovers(api_client, local_plugin_config, servers):
+    config = local_plugin_config("def process_event(event, meta):\n    return event\n")
+    redis = servers["redis"]
+    redis.stop()
+    try:
+        response = run(api_client, config)
+    finally:
+        redis.start()
+    assert response.status_code == 503
+    assert response.json() == {
+        "type": "server_error",
+        "code": "server_error",
+        "detail": "Redis is unavailable (OperationalError): the test run could not be queued or answered; retry later.",
+        "attr": None,
+    }
+
+
 # --- ingestion ---------------------------------------------------------------------------
 
 
