@@ -248,8 +248,8 @@ EXPORT_LINK_TTL_HOURS = env.int("EXPORT_LINK_TTL_HOURS", default=24)
 EXPORT_GZIP_LEVEL = env.int("EXPORT_GZIP_LEVEL", default=6)
 # A run holds a Redis lock per export, renewed every chunk; a dead run's lock lapses after this.
 EXPORT_LOCK_TTL_SECONDS = env.int("EXPORT_LOCK_TTL_SECONDS", default=120)
-# A run hands over to a fresh task after this long, so that no task outlives the broker's
-# visibility timeout (CELERY_VISIBILITY_TIMEOUT) and gets delivered twice while it runs.
+# A run hands over to a fresh task after this long: a long export is a chain of short tasks. (A
+# running task's message is kept fresh by its worker, so it is not bounded by the visibility timeout.)
 EXPORT_SLICE_SECONDS = env.int("EXPORT_SLICE_SECONDS", default=300)
 # Queued or running exports with no sign of life for this long are queued again.
 EXPORT_STALL_SECONDS = env.int("EXPORT_STALL_SECONDS", default=300)

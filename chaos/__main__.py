@@ -148,7 +148,7 @@ def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
     stuck += [
         f"queue {queue}: {depth}"
         for queue, depth in depths.items()
-        if depth and queue in ("ingestion", "default", "unacked")
+        if depth and queue in ("ingestion", "ingestion_overflow", "default", "unacked")
     ]
 
     result = {
@@ -206,7 +206,7 @@ def _exit_on_signal(signum, _frame) -> None:
 
 
 def _line(status: str, program: str) -> str:
-    return next((line for line in status.splitlines() if line.startswith(program)), "")
+    return next((line for line in status.splitlines() if line.startswith(f"{program} ")), "")
 
 
 if __name__ == "__main__":

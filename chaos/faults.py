@@ -30,7 +30,7 @@ from chaos.stack import (
     ChaosStack,
 )
 from chaos.traffic import probe_request
-from pipeline.ingestion.message import INGEST_TASK_NAME, parts_of
+from pipeline.ingestion.message import INGEST_QUEUE, INGEST_TASK_NAME, parts_of
 from pipeline.ingestion.publish import message_body
 
 logger = structlog.get_logger(__name__)
@@ -115,6 +115,8 @@ class FaultRunner:
                 return
             time.sleep(self.gap)
             log(f"  fault: {fault.name}")
+            if fault.holds_ingestion:
+                self._wait_holding()
             started = time.time()
             self._inject(fault)
             restored = time.time()
@@ -128,7 +130,8 @@ class FaultRunner:
                 result.held_events = len(held)
                 result.held_stored_at = self._wait_stored(held, started) if held else None
                 took = result.held_recovery_seconds
-                log(f"  fault: {fault.name}: {len(held)} held events, stored {took}s after the kill")
+                stored = "NOT ALL STORED" if took is None else f"all stored {took}s after the kill"
+                log(f"  fault: {fault.name}: the worker held {len(held)} events, {stored}")
 
     # -- injection -------------------------------------------------------------------------
 
@@ -158,17 +161,25 @@ class FaultRunner:
         else:
             raise ValueError(f"unknown fault action {fault.action!r}")
 
+    def _wait_holding(self, timeout: float = 120) -> None:
+        """Until the ingestion worker holds some of the measured project's events: a worker still
+        starting (the stack restarts every program before the load begins) holds none, and its
+        kill would measure nothing."""
+        deadline = time.monotonic() + timeout
+        while not self._held_uuids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def _held_uuids(self) -> set[str]:
         """The measured project's events in the ingestion messages left unacknowledged in the
         broker, read right after the kill: the killed worker's, it being the queue's only
         consumer (kombu keeps {delivery tag: [message, exchange, routing key]} in `unacked`)."""
         uuids: set[str] = set()
         for value in self.stack.redis().hvals("unacked"):
-            envelope = orjson.loads(value)[0]
+            envelope, _exchange, routing_key = orjson.loads(value)
             if isinstance(envelope, str):
                 envelope = orjson.loads(envelope)
-            if envelope.get("headers", {}).get("task") != INGEST_TASK_NAME:
-                continue
+            if routing_key != INGEST_QUEUE or envelope.get("headers", {}).get("task") != INGEST_TASK_NAME:
+                continue  # not the killed worker's: another queue's (ingestion_overflow has its own)
             _args, kwargs, _embed = message_body(orjson.dumps(envelope))
             for part in parts_of(kwargs):
                 if part.get("project_id") == self.project_id or part.get("token") == self.token:

@@ -29,9 +29,8 @@ def table(result: dict) -> str:
     for name, seconds in result["faults"].items():
         lines.append(f"{name:<{width}}  {'NOT RECOVERED' if seconds is None else seconds}")
     for name, kill in result.get("worker_kills", {}).items():
-        lines.append(
-            f"{name + ': held events':<{width}}  {kill['held_events']}, all stored after {kill['recovery_s']} s"
-        )
+        stored = "not all stored" if kill["recovery_s"] is None else f"all stored {kill['recovery_s']} s after the kill"
+        lines.append(f"{name + ': held events':<{width}}  {kill['held_events']}, {stored}")
     for folder, check in result["plugins"].items():
         lines.append(f"{'plugin ' + folder:<{width}}  {check}")
     changed = result.get("settings_changed_for_the_suite", {})

@@ -19,6 +19,7 @@ PLUGIN_FOLDERS = ("chaos_raiser", "chaos_sleeper")
 # Program names as supervisorctl wants them (group:program).
 WORKER_PROGRAMS = {
     "ingestion": "bklog-workers:bklog-worker-ingestion",
+    "ingestion_overflow": "bklog-workers:bklog-worker-ingestion-overflow",
     "default": "bklog-workers:bklog-worker-default",
     "scheduled": "bklog-workers:bklog-worker-scheduled",
     "async_export": "bklog-workers:bklog-worker-async-export",

@@ -11,7 +11,7 @@ import psycopg
 
 from chaos.stack import ChaosStack
 
-QUEUES = ("ingestion", "default", "scheduled", "async_export")
+QUEUES = ("ingestion", "ingestion_overflow", "default", "scheduled", "async_export")
 
 
 @dataclass
@@ -102,7 +102,7 @@ def drain(stack: ChaosStack, project_id: int, accepted: set[str], *, stall: floa
             time.sleep(1)
             continue
         missing = sum(1 for uuid in accepted if uuid not in stored and uuid not in letters)
-        busy = depths["ingestion"] + depths["default"] + depths["unacked"]
+        busy = depths["ingestion"] + depths["ingestion_overflow"] + depths["default"] + depths["unacked"]
         state = (missing, len(stored))  # not `busy`: messages cycling through unacked flicker it
         if missing == 0 and busy == 0:
             return time.monotonic() - started

@@ -15,6 +15,8 @@ from bklog_app.unacked_refresh import UnackedRefresher, held_tags
 from devservers import RedisServer
 from pipeline.ingestion.enqueue import publish_journaled
 from pipeline.ingestion.message import INGEST_QUEUE
+from pipeline.ingestion.tasks import sweep_journal
+from pipeline.queues import Queue
 from pipeline.redis import _client_for
 from tests.pipeline.test_ingestion_e2e import assert_stored_exactly_once
 from tests.pipeline.test_journal import capture_kwargs
@@ -136,16 +138,15 @@ def test_a_killed_workers_messages_are_stored_by_another(project, broker, make_w
 
 
 @pytest.fixture
-def queue_pushes(broker, servers):
-    """Every push on the broker's ingestion queue while the test runs (Redis keyspace events: none
-    is missed, however quickly a consumer takes the message again)."""
+def watch_pushes(broker, servers):
+    """watch_pushes(queue), once in a test: a list that gets every push on `queue` of the broker's
+    database from then on (Redis keyspace events: none is missed, however quickly a consumer
+    takes the message again). "lpush" is a publish, "rpush" a restore by kombu."""
     url, redis = broker
     server = _client_for(servers["redis"].url)
     before = server.config_get("notify-keyspace-events")["notify-keyspace-events"]
     server.config_set("notify-keyspace-events", "Kl")
     pubsub = redis.pubsub()
-    db = url.rsplit("/", 1)[1]
-    pubsub.subscribe(f"__keyspace@{db}__:{INGEST_QUEUE}")
     pushes: list[str] = []
     stop = threading.Event()
 
@@ -155,19 +156,27 @@ def queue_pushes(broker, servers):
             if message and message["type"] == "message" and message["data"] in (b"lpush", b"rpush"):
                 pushes.append(message["data"].decode())
 
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    yield pushes
+    listener = threading.Thread(target=listen, daemon=True)
+
+    def watch(queue: str) -> list[str]:
+        pubsub.subscribe(f"__keyspace@{url.rsplit('/', 1)[1]}__:{queue}")
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # watching from here on
+        listener.start()
+        return pushes
+
+    yield watch
     stop.set()
-    thread.join(5)
+    if listener.is_alive():
+        listener.join(5)
     pubsub.close()
     server.config_set("notify-keyspace-events", before)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_live_worker_holding_a_batch_past_the_timeout_gets_no_second_copy(project, broker, make_worker, queue_pushes):
+def test_a_live_worker_holding_a_batch_past_the_timeout_gets_no_second_copy(project, broker, make_worker, watch_pushes):
     url, redis = broker
     timeout = settings.CELERY_VISIBILITY_TIMEOUT
+    queue_pushes = watch_pushes(INGEST_QUEUE)
     # The batch is flushed twice the visibility timeout after its first message came: without the
     # refresh, a restore (this worker's own, every CELERY_UNACKED_RESTORE_INTERVAL) would put the
     # messages back on the queue halfway.
@@ -181,3 +190,17 @@ def test_a_live_worker_holding_a_batch_past_the_timeout_gets_no_second_copy(proj
     assert_stored_exactly_once(project.id, events, timeout=timeout * 2 + 60)
     assert queue_pushes.count("lpush") == len(sent)  # capture's publishes
     assert queue_pushes.count("rpush") == 0  # no restore
+
+
+def test_a_countdown_past_the_timeout_is_not_delivered_twice(broker, make_worker, watch_pushes):
+    """A message with an ETA waits, unacknowledged, in the worker that took it: kept fresh, it is
+    not handed out again however far its ETA."""
+    url, redis = broker
+    timeout = settings.CELERY_VISIBILITY_TIMEOUT
+    pushes = watch_pushes(Queue.SCHEDULED.value)
+    make_worker("scheduled", CELERY_BROKER_URL=url)
+    with Connection(url) as connection:
+        sweep_journal.apply_async(countdown=timeout * 2, connection=connection)
+    wait_until(lambda: redis.hlen("unacked") == 1, 60, "the worker did not take the message")
+    wait_until(lambda: redis.hlen("unacked") == 0, timeout * 2 + 60, "the task did not run")
+    assert pushes == ["lpush"]  # published once, never restored
