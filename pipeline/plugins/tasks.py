@@ -18,6 +18,7 @@ from django.conf import settings
 from pipeline.celery_tasks import task
 from pipeline.locks import held
 from pipeline.plugins import export_buffer, job_queue, jobs, limits, registry, schedules, testrun
+from pipeline.plugins.loader import PluginLoadError
 from pipeline.plugins.on_event import run_on_event
 from pipeline.plugins.retries import RetryLater
 from pipeline.queues import TaskName
@@ -84,7 +85,10 @@ def test_run_on_a_worker(plugin_config, event: dict) -> dict:
     """Queue a test run of `plugin_config` on `event` and wait for its answer (in the web process).
     Raises testrun.NoWorkerAnswered after PLUGIN_TEST_RUN_WAIT_SECONDS (a message no worker took by
     then expires unrun), testrun.RedisUnavailable when the broker or Redis is down."""
-    request = testrun.TestRunRequest.for_config(plugin_config, event)
+    try:
+        request = testrun.TestRunRequest.for_config(plugin_config, event)
+    except PluginLoadError as exc:
+        return testrun.not_loaded(plugin_config, exc)
     wait = settings.PLUGIN_TEST_RUN_WAIT_SECONDS
     try:
         test_run.apply_async(args=[request.as_message()], expires=wait, retry=False)

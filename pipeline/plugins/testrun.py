@@ -26,7 +26,7 @@ from django.conf import settings
 from bklog_app.plugins.models import PluginAttachment
 from pipeline.plugins.chain import check_output, private_copy
 from pipeline.plugins.limits import call_within_limits
-from pipeline.plugins.loader import PluginCode, code_for, execute
+from pipeline.plugins.loader import PluginCode, PluginLoadError, code_for, execute
 from pipeline.plugins.logs import LogSink, capturing
 from pipeline.plugins.meta import Meta
 
@@ -102,6 +102,13 @@ def sample_event(project_id: int, event: dict) -> dict:
         "$set": event.get("$set"),
         "$set_once": event.get("$set_once"),
     }
+
+
+def not_loaded(plugin_config, exc: PluginLoadError) -> dict:
+    """The answer for a plugin whose files cannot be read (in the web process: no code has run)."""
+    sink = LogSink(plugin_config.pk, plugin_config.project_id, "", persist=False)
+    sink.system("ERROR", f"the plugin could not be loaded: {type(exc).__name__}: {exc}")
+    return _answer(None, sink, exc)
 
 
 def dry_run(request: TestRunRequest) -> dict:

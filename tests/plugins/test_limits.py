@@ -2,9 +2,11 @@
 log volume per call, memory per worker pool process, and test runs that run on a worker under
 their own time limit."""
 
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -213,6 +215,18 @@ def test_the_admins_test_run_page_says_when_no_worker_answered(
     settings.PLUGIN_TEST_RUN_WAIT_SECONDS = 20
     response = admin_client.post(url, {"event": '{"event": "x"}'})
     assert b"PluginTimeoutError: process_event ran past its time limit of 1 s" in response.content
+
+
+def test_a_test_run_of_a_plugin_whose_files_are_gone_answers_the_load_error(api_client, local_plugin_config, settings):
+    config = local_plugin_config("def process_event(event, meta):\n    return event\n")
+    shutil.rmtree(Path(settings.PLUGINS_DIR) / config.plugin.path)
+    response = run(api_client, config)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["event"] is None
+    assert body["error"]["name"] == "PluginLoadError"
+    assert body["logs"][0]["type"] == "ERROR"
+    assert body["logs"][0]["message"].startswith("the plugin could not be loaded: PluginLoadError: ")
 
 
 def test_a_test_run_while_redis_is_down_is_a_503_and_recovers(api_client, local_plugin_config, servers):
