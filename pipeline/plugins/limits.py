@@ -75,4 +75,5 @@ def limit_memory(megabytes: int | None = None) -> int | None:
     except (OSError, ValueError) as exc:  # no /proc (not Linux), or a hard limit below what is used
         logger.warning("plugin memory limit not set", error=str(exc))
         return None
+    logger.info("plugin memory limit set", address_space_mb=cap // MEGABYTE, headroom_mb=megabytes)
     return cap
