@@ -83,7 +83,10 @@ def test_membership_and_keys_are_searchable(operator, objects):
     assert Membership.objects.filter(user=user).exists()
 
 
-def test_plugin_config_test_run_page(operator, api_client, project, celery_worker):
+def test_plugin_config_test_run_page(operator, api_client, project, make_worker):
+    # A test run is a task on `default`: a worker of its own, stopped at the end, since the session
+    # worker would also consume the ingestion queue that the capture tests after this one read.
+    make_worker(role="async")
     plugin = api_client.post(
         "/api/plugins/", {"name": "filter", "source_type": "builtin", "builtin": "property_filter"}, format="json"
     ).json()
