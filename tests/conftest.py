@@ -66,6 +66,10 @@ def pytest_configure(config):
             # dead-letter and time-limit tests then take seconds, not minutes.
             "PLUGIN_RETRY_DELAY_SCALE": "0.1",
             "PLUGIN_TIMEOUT_SECONDS": "2",
+            # A test run waits for the session worker, which after a test that restarts Redis
+            # finishes its task in hand before it takes new ones (Celery's reconnect): 20 s was
+            # seen to run out there. The no-worker tests set their own short wait.
+            "PLUGIN_TEST_RUN_WAIT_SECONDS": "60",
             "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
             "DJANGO_SETTINGS_MODULE": "bklog_app.settings",
         }
