@@ -10,17 +10,13 @@ import time
 
 from django.http import HttpResponse
 
-from bklog_app.capture.views import cors_headers
+from bklog_app.capture.views import json_response
 
 RETRY_AFTER_OUTAGE_SECONDS = 1
 
 
 def respond(request, status: int, body: bytes, *, allow_headers: str) -> HttpResponse:
-    response = (
-        HttpResponse(body, status=status, content_type="application/json") if body else HttpResponse(status=status)
-    )
-    for name, value in cors_headers(request):
-        response[name] = allow_headers if name == "Access-Control-Allow-Headers" else value
+    response = json_response(request, status, body, allow=allow_headers)
     retry_after = retry_after_seconds(status)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)

@@ -80,10 +80,16 @@ def error_response(request, error: CaptureError) -> HttpResponse:
 
 
 def _response(request, status: int, body: bytes) -> HttpResponse:
-    response = (
-        HttpResponse(body, status=status, content_type="application/json") if body else HttpResponse(status=status)
-    )
-    for name, value in cors_headers(request):
+    return json_response(request, status, body)
+
+
+def json_response(
+    request, status: int, body: bytes, *, allow: str | None = None, content_type: str = "application/json"
+) -> HttpResponse:
+    """An SDK endpoint's answer: `body` (none for an empty one) with the CORS headers of
+    `cors_headers`, whose base list of allowed headers is `allow` (the protocol's own)."""
+    response = HttpResponse(body, status=status, content_type=content_type) if body else HttpResponse(status=status)
+    for name, value in cors_headers(request, allow):
         response[name] = value
     return response
 
@@ -114,14 +120,15 @@ def _is_trusted(address: str | None) -> bool:
 CORS_ALLOWED_HEADERS = "X-Requested-With, Content-Type, Content-Encoding"
 
 
-def cors_headers(request) -> list[tuple[str, str]]:
+def cors_headers(request, allow: str | None = None) -> list[tuple[str, str]]:
     """Browsers' SDKs post from other origins, with credentials, and may send headers of their
     own (posthog-js's `request_headers` option, tracing headers): a preflight is granted the
-    headers it asks for."""
+    headers it asks for, beside `allow` (default CORS_ALLOWED_HEADERS; a protocol with headers of
+    its own names them)."""
     origin = request.headers.get("Origin")
     if not origin:
         return []
-    allowed = CORS_ALLOWED_HEADERS
+    allowed = allow or CORS_ALLOWED_HEADERS
     requested = request.headers.get("Access-Control-Request-Headers")
     if requested:
         allowed = f"{allowed}, {requested}"

@@ -31,7 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from bklog_app.capture.decoding import decode_payload, find_token
 from bklog_app.capture.errors import CaptureError, invalid_api_key, invalid_payload, server_error
-from bklog_app.capture.views import cors_headers
+from bklog_app.capture.views import json_response
 from bklog_app.sdk.remote_config import SUPPORTED_COMPRESSION, config_js, flags_config, remote_config
 from pipeline.ingestion import projects
 from pipeline.ingestion.projects import ProjectInfo
@@ -184,7 +184,4 @@ def _refuse(request, error: CaptureError, allowed: str) -> HttpResponse:
 
 
 def _answer(request, status: int, body: bytes = b"", content_type: str = "application/json") -> HttpResponse:
-    response = HttpResponse(body, status=status, content_type=content_type) if body else HttpResponse(status=status)
-    for name, value in cors_headers(request):
-        response[name] = value
-    return response
+    return json_response(request, status, body, content_type=content_type)
