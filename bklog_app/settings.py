@@ -157,6 +157,9 @@ CLICKHOUSE_PASSWORD = env.str("CLICKHOUSE_PASSWORD", default="")
 CLICKHOUSE_SECURE = env.bool("CLICKHOUSE_SECURE", default=False)
 CLICKHOUSE_CA = env.str("CLICKHOUSE_CA", default="")
 CLICKHOUSE_TIMEOUT_SECONDS = env.float("CLICKHOUSE_TIMEOUT_SECONDS", default=10.0)
+# A cluster named in the servers' `remote_servers`: events then live in a replicated local table
+# on every node (`events_local`) behind a Distributed table (`events`). Empty: one server.
+CLICKHOUSE_CLUSTER = env.str("CLICKHOUSE_CLUSTER", default="")
 
 # --- Celery ------------------------------------------------------------------------------
 

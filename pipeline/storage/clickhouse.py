@@ -74,3 +74,11 @@ def reset() -> None:
     if client is not None:
         client.disconnect()
     _local.client = None
+
+
+def mutation_target(table: str = "events") -> str:
+    """Where an `ALTER TABLE ... DELETE` (a mutation) on `table` goes: the table itself on one
+    server; on a cluster, the replicated local table on every shard (the Distributed table
+    holds no rows, so it cannot be mutated)."""
+    cluster = settings.CLICKHOUSE_CLUSTER
+    return f"{table}_local ON CLUSTER {cluster}" if cluster else table
