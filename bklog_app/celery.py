@@ -81,6 +81,9 @@ def _config() -> dict:
             "socket_timeout": 5,
             "socket_connect_timeout": 3,
             "retry_on_timeout": True,
+            # With a `sentinel://` broker URL: the master the Sentinels watch (kombu asks them
+            # where it is on every new connection, so workers follow a failover).
+            "master_name": settings.REDIS_SENTINEL_MASTER,
         },
         "task_serializer": "json",
         "result_serializer": "json",
@@ -104,6 +107,7 @@ def _config() -> dict:
         # between requests instead (`_settle_database_connections`).
         "CELERY_DB_REUSE_MAX": 1_000_000,
         "beat_schedule": periodic_schedule(),
+        "beat_scheduler": "bklog_app.beat_leader:LeaderScheduler",
         "timezone": "UTC",
         "enable_utc": True,
     }

@@ -148,6 +148,13 @@ SPECTACULAR_SETTINGS = {
 # --- Stores ------------------------------------------------------------------------------
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# With Sentinel, REDIS_URL (and CELERY_BROKER_URL) list the Sentinels,
+# "sentinel://host:port;sentinel://host:port/0", and this names the master they watch.
+REDIS_SENTINEL_MASTER = env.str("REDIS_SENTINEL_MASTER", default="bklog")
+# Capture answers 200 only once its message is on this many Redis replicas too (WAIT), or
+# 503 after REDIS_WAIT_TIMEOUT_MS: a master failover then loses no accepted event. 0: no wait.
+REDIS_WAIT_REPLICAS = env.int("REDIS_WAIT_REPLICAS", default=0)
+REDIS_WAIT_TIMEOUT_MS = env.int("REDIS_WAIT_TIMEOUT_MS", default=500)
 
 CLICKHOUSE_HOST = env.str("CLICKHOUSE_HOST", default="127.0.0.1")
 CLICKHOUSE_PORT = env.int("CLICKHOUSE_PORT", default=9000)
@@ -160,6 +167,8 @@ CLICKHOUSE_TIMEOUT_SECONDS = env.float("CLICKHOUSE_TIMEOUT_SECONDS", default=10.
 # A cluster named in the servers' `remote_servers`: events then live in a replicated local table
 # on every node (`events_local`) behind a Distributed table (`events`). Empty: one server.
 CLICKHOUSE_CLUSTER = env.str("CLICKHOUSE_CLUSTER", default="")
+# More servers to try, in order, when CLICKHOUSE_HOST does not answer: "host:port,host:port".
+CLICKHOUSE_ALT_HOSTS = env.str("CLICKHOUSE_ALT_HOSTS", default="")
 
 # --- Celery ------------------------------------------------------------------------------
 
@@ -172,6 +181,10 @@ CELERY_VISIBILITY_TIMEOUT = env.int("CELERY_VISIBILITY_TIMEOUT", default=45)
 CELERY_UNACKED_RESTORE_INTERVAL = env.int("CELERY_UNACKED_RESTORE_INTERVAL", default=5)
 BKLOG_WORKER_ROLE = env.str("BKLOG_WORKER_ROLE", default="all")
 SCHEDULE_LOCK_TTL = env.int("SCHEDULE_LOCK_TTL", default=60)
+# Every node may run beat; the one holding a Redis lease sends (bklog_app/beat_leader.py). A dead
+# leader's lease lapses after BEAT_LEADER_TTL_SECONDS; the others look every CHECK seconds.
+BEAT_LEADER_TTL_SECONDS = env.int("BEAT_LEADER_TTL_SECONDS", default=15)
+BEAT_LEADER_CHECK_SECONDS = env.float("BEAT_LEADER_CHECK_SECONDS", default=5.0)
 
 # --- Capture and ingestion -----------------------------------------------------------------
 

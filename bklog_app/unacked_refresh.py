@@ -44,6 +44,8 @@ import redis
 import structlog
 from celery import bootsteps
 
+from pipeline.redis import connect
+
 logger = structlog.get_logger(__name__)
 
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError)
@@ -153,14 +155,14 @@ class UnackedRefresh(bootsteps.StartStopStep):
         super().__init__(consumer, **kwargs)
 
     def start(self, consumer) -> None:
-        if self.refresher is not None or not consumer.app.conf.broker_url.startswith(("redis://", "rediss://")):
+        if self.refresher is not None or not consumer.app.conf.broker_url.startswith(
+            ("redis://", "rediss://", "sentinel://")
+        ):
             return
         options = consumer.app.conf.broker_transport_options
         channel = getattr(consumer.task_consumer, "channel", None)
         prefix = getattr(channel, "global_keyprefix", "") or ""
-        client = redis.Redis.from_url(
-            consumer.app.conf.broker_url, socket_timeout=5, socket_connect_timeout=3, retry_on_timeout=False
-        )
+        client = connect(consumer.app.conf.broker_url)
         self.refresher = UnackedRefresher(
             lambda: _redis_qos(consumer),
             client,

@@ -25,6 +25,13 @@ end
 return 0
 """
 
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 
 def acquire(name: str, ttl: float | None = None) -> str | None:
     """Take the lock for `ttl` seconds (default SCHEDULE_LOCK_TTL); a token, or None if taken."""
@@ -33,6 +40,11 @@ def acquire(name: str, ttl: float | None = None) -> str | None:
     if get_redis().set(PREFIX + name, token, nx=True, px=max(ttl_ms, 1)):
         return token
     return None
+
+
+def renew(name: str, token: str, ttl: float) -> bool:
+    """Extend the lock to `ttl` seconds from now; False if it lapsed and may be someone else's."""
+    return bool(get_redis().eval(_RENEW, 1, PREFIX + name, token, int(ttl * 1000)))
 
 
 def release(name: str, token: str) -> bool:

@@ -6,6 +6,8 @@ export BKLOG_HOME="${BKLOG_HOME:-$(cd "$_support_files/.." && pwd)}"
 export BKLOG_VAR_DIR="${BKLOG_VAR_DIR:-$BKLOG_HOME/var}"
 export BKLOG_LOG_DIR="${BKLOG_LOG_DIR:-$BKLOG_VAR_DIR/log}"
 export BKLOG_BIN="${BKLOG_BIN:-$BKLOG_HOME/.venv/bin}"
+# This node's name in the worker names (ingestion@<name>): unique per node of a cluster.
+export BKLOG_NODE_NAME="${BKLOG_NODE_NAME:-$(hostname)}"
 export BKLOG_LOCAL_STORES="${BKLOG_LOCAL_STORES:-false}"
 export BKLOG_REDIS_PORT="${BKLOG_REDIS_PORT:-6379}"
 export BKLOG_CLICKHOUSE_PORT="${BKLOG_CLICKHOUSE_PORT:-9000}"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from devservers import ClickHouseServer, PostgresServer, RedisServer
+from devservers.cluster import ClusterStores
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS: dict[str, object] = {}
@@ -28,12 +29,33 @@ def pytest_configure(config):
         return
     base = Path(tempfile.mkdtemp(prefix="bklog-tests-"))
     SERVERS["base"] = base
-    redis = RedisServer(base / "redis")
-    redis.start()
-    SERVERS["redis"] = redis
-    clickhouse = ClickHouseServer(base / "clickhouse")
-    clickhouse.start()
-    SERVERS["clickhouse"] = clickhouse
+    topology = os.environ.get("BKLOG_TEST_TOPOLOGY", "single")
+    if topology == "cluster":
+        # docs/operations.md#cluster-mode: ZooKeeper, 2 shards x 2 replicas of ClickHouse, a Redis
+        # master and replica behind three Sentinels. The tests that kill or restart "the" Redis or
+        # ClickHouse run on one server only (marked `single_node`); the fault suite's cluster form
+        # does that to the cluster.
+        cluster = ClusterStores(base / "cluster")
+        cluster.start()
+        SERVERS["cluster"] = cluster
+        redis, clickhouse = cluster.redis_master, cluster.clickhouse[0].server
+        os.environ.update(cluster.env())
+    elif topology == "single":
+        redis = RedisServer(base / "redis")
+        redis.start()
+        clickhouse = ClickHouseServer(base / "clickhouse")
+        clickhouse.start()
+        os.environ.update(
+            {
+                "REDIS_URL": redis.url,
+                "CELERY_BROKER_URL": redis.url,
+                "CLICKHOUSE_HOST": "127.0.0.1",
+                "CLICKHOUSE_PORT": str(clickhouse.port),
+            }
+        )
+    else:
+        raise pytest.UsageError(f"BKLOG_TEST_TOPOLOGY must be single or cluster, not {topology!r}")
+    SERVERS["redis"], SERVERS["clickhouse"] = redis, clickhouse
 
     database = os.environ.get("BKLOG_TEST_DATABASE", "sqlite")
     if database == "postgres":
@@ -49,10 +71,6 @@ def pytest_configure(config):
     os.environ.update(
         {
             "BKLOG_VAR_DIR": str(base / "var"),
-            "REDIS_URL": redis.url,
-            "CELERY_BROKER_URL": redis.url,
-            "CLICKHOUSE_HOST": "127.0.0.1",
-            "CLICKHOUSE_PORT": str(clickhouse.port),
             "CLICKHOUSE_DATABASE": TEST_CLICKHOUSE_DATABASE,
             # Short enough that a test can watch a killed worker's messages come back.
             "CELERY_VISIBILITY_TIMEOUT": "20",
@@ -100,11 +118,27 @@ def collect_static_files() -> None:
     call_command("collectstatic", "--noinput", verbosity=0)
 
 
+def pytest_collection_modifyitems(config, items):
+    """In the cluster pass, tests that stop "the" Redis or ClickHouse server expect an outage that
+    a cluster does not have (another replica answers); the fault suite's cluster form
+    (python -m chaos --topology cluster) kills the cluster's servers instead."""
+    if "cluster" not in SERVERS:
+        return
+    skip = pytest.mark.skip(reason="stops the one Redis or ClickHouse server: single-node topology only")
+    for item in items:
+        if item.get_closest_marker("single_node"):
+            item.add_marker(skip)
+
+
 def pytest_sessionfinish(session, exitstatus):
     SERVERS["keep_logs"] = exitstatus not in (0, 5)
 
 
 def pytest_unconfigure(config):
+    cluster = SERVERS.pop("cluster", None)
+    if cluster is not None:
+        cluster.stop()
+        SERVERS.pop("redis", None), SERVERS.pop("clickhouse", None)
     for name in ("postgres", "clickhouse", "redis"):
         server = SERVERS.pop(name, None)
         if server is not None:

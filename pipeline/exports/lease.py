@@ -10,13 +10,6 @@ from django.conf import settings
 from pipeline import locks
 from pipeline.redis import get_redis
 
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
 
 def lock_name(kind: str, export_id: int) -> str:
     return f"exports:{kind}:{export_id}"
@@ -34,7 +27,7 @@ class Lease:
 
     def renew(self) -> bool:
         """Extend the lock by its TTL; False if it lapsed and may belong to another run now."""
-        return bool(get_redis().eval(_RENEW, 1, locks.PREFIX + self.name, self.token, int(self.ttl * 1000)))
+        return locks.renew(self.name, self.token, self.ttl)
 
     def release(self) -> None:
         locks.release(self.name, self.token)

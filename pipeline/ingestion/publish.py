@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+import redis
 from celery import current_app
 from django.conf import settings
 
@@ -47,7 +48,7 @@ _COMPRESSION_LEVEL = 1  # the fastest: most of what a higher level would save, a
 
 
 def is_redis_broker() -> bool:
-    return settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://"))
+    return settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://", "unix://", "sentinel://"))
 
 
 def task_message(
@@ -84,6 +85,18 @@ def message_body(raw: bytes) -> list:
     if envelope["headers"].get("compression") == COMPRESSION:
         body = zlib.decompress(body)
     return orjson.loads(body)
+
+
+class NotReplicated(redis.ConnectionError):
+    """The message is on the master, but fewer replicas than REDIS_WAIT_REPLICAS confirmed it
+    within REDIS_WAIT_TIMEOUT_MS: a failover now could lose it, so capture must not answer 200.
+    An outage like a lost connection (the client sends again; dedup drops the second copy)."""
+
+    def __init__(self, acknowledged: int, wanted: int) -> None:
+        super().__init__(
+            f"{acknowledged} of {wanted} Redis replica(s) confirmed the message in time "
+            "(REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS): is a replica down or far behind?"
+        )
 
 
 class GuardChanged(Exception):
@@ -130,15 +143,26 @@ def publish(
     """
     client = journal.broker()
     guard_key, expected = guard if guard is not None else ("", None)
+    replicas = settings.REDIS_WAIT_REPLICAS
     for delay in (*_RETRY_DELAYS, None):
         try:
-            result = _push_script(client)(
+            # One connection for the push and its WAIT: WAIT counts that connection's writes.
+            pipe = client.pipeline(transaction=False)
+            _push_script(client)(
                 keys=[guard_key, queue, journal.JOURNAL_KEY, journal.MESSAGES_KEY],
                 args=[expected or b"", message, journal_id or "", journal.now_ms()],
+                client=pipe,
             )
+            if replicas:
+                pipe.execute_command("WAIT", replicas, settings.REDIS_WAIT_TIMEOUT_MS)
+            result, *acknowledged = pipe.execute()
             if result[0] != 1:
                 raise GuardChanged(result[1] or None)
+            if acknowledged and acknowledged[0] < replicas:
+                raise NotReplicated(acknowledged[0], replicas)
             return
+        except NotReplicated:
+            raise  # pushed already: pushing again would only queue a second copy
         except REDIS_ERRORS:
             if delay is None:
                 raise

@@ -21,7 +21,7 @@ import redis
 import structlog
 from django.conf import settings
 
-from pipeline.redis import get_redis
+from pipeline.redis import connect, get_redis
 
 logger = structlog.get_logger(__name__)
 
@@ -69,7 +69,7 @@ def ensure_listening() -> None:
 
 def _client() -> redis.Redis:
     # A connection of its own, with no read timeout: it blocks waiting for messages.
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3, health_check_interval=30)
+    return connect(settings.REDIS_URL, socket_timeout=None)
 
 
 def _subscribe() -> "redis.client.PubSub":

@@ -29,6 +29,7 @@ from pipeline.plugins.limits import call_within_limits
 from pipeline.plugins.loader import PluginCode, PluginLoadError, code_for, execute
 from pipeline.plugins.logs import LogSink, capturing
 from pipeline.plugins.meta import Meta
+from pipeline.redis import connect
 
 REPLY_PREFIX = "plugins:test-run:"
 REPLY_TTL_SECONDS = 60
@@ -197,7 +198,7 @@ def wait_for_answer(request: TestRunRequest, seconds: float) -> dict:
 
 @lru_cache(maxsize=4)
 def _client_for(url: str, read_timeout: float) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=read_timeout, socket_connect_timeout=3, health_check_interval=30)
+    return connect(url, socket_timeout=read_timeout)
 
 
 def _replies() -> redis.Redis:

@@ -31,6 +31,14 @@ OUTAGE_ERRORS = (
 )
 
 
+# Server errors that mean another server is not there right now: on a cluster, the server bklog
+# talks to answers, but a shard it forwards to, or ZooKeeper, does not. Codes from ClickHouse's
+# ErrorCodes: SOCKET_TIMEOUT, NETWORK_ERROR, TIMEOUT_EXCEEDED, NO_ZOOKEEPER, TABLE_IS_READ_ONLY
+# (a replica that lost ZooKeeper), ALL_CONNECTION_TRIES_FAILED, ALL_REPLICAS_ARE_STALE,
+# UNKNOWN_STATUS_OF_INSERT, TOO_FEW_LIVE_REPLICAS, KEEPER_EXCEPTION, POCO_EXCEPTION.
+OUTAGE_SERVER_CODES = frozenset({209, 210, 159, 225, 242, 279, 285, 319, 369, 999, 1000})
+
+
 def make_client(database: str | None = None) -> Client:
     return Client(
         host=settings.CLICKHOUSE_HOST,
@@ -45,12 +53,27 @@ def make_client(database: str | None = None) -> Client:
         send_receive_timeout=max(settings.CLICKHOUSE_TIMEOUT_SECONDS, 30),
         sync_request_timeout=settings.CLICKHOUSE_TIMEOUT_SECONDS,
         client_name="bklog",
+        alt_hosts=settings.CLICKHOUSE_ALT_HOSTS or None,
+        settings=cluster_settings(),
     )
+
+
+def cluster_settings() -> dict[str, Any]:
+    """On a cluster, an INSERT into the Distributed table returns only once every shard's part
+    is written to one of its replicas (not queued on the local disk to be sent later): the
+    ingestion batch acknowledges its messages only after that."""
+    return {"insert_distributed_sync": 1} if settings.CLICKHOUSE_CLUSTER else {}
 
 
 def get_client() -> Client:
     client = getattr(_local, "client", None)
-    key = (settings.CLICKHOUSE_HOST, settings.CLICKHOUSE_PORT, settings.CLICKHOUSE_DATABASE)
+    key = (
+        settings.CLICKHOUSE_HOST,
+        settings.CLICKHOUSE_PORT,
+        settings.CLICKHOUSE_ALT_HOSTS,
+        settings.CLICKHOUSE_DATABASE,
+        settings.CLICKHOUSE_CLUSTER,
+    )
     if client is None or getattr(_local, "key", None) != key:
         client = _local.client = make_client()
         _local.key = key
@@ -64,9 +87,16 @@ def execute(sql: str, params: Any = None, **kwargs: Any) -> Any:
         return client.execute(sql, params, **kwargs)
     except OUTAGE_ERRORS as exc:
         client.disconnect()
-        raise ClickHouseUnavailable(
-            f"ClickHouse at {settings.CLICKHOUSE_HOST}:{settings.CLICKHOUSE_PORT} is unavailable: {exc}"
-        ) from exc
+        raise ClickHouseUnavailable(f"ClickHouse at {_where()} is unavailable: {exc}") from exc
+    except ch_errors.ServerException as exc:
+        if exc.code not in OUTAGE_SERVER_CODES:
+            raise
+        raise ClickHouseUnavailable(f"a ClickHouse server behind {_where()} is unavailable: {exc}") from exc
+
+
+def _where() -> str:
+    where = f"{settings.CLICKHOUSE_HOST}:{settings.CLICKHOUSE_PORT}"
+    return f"{where} (or {settings.CLICKHOUSE_ALT_HOSTS})" if settings.CLICKHOUSE_ALT_HOSTS else where
 
 
 def reset() -> None:

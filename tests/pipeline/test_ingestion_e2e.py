@@ -90,6 +90,7 @@ def test_clickhouse_outage_loses_nothing(client, project, celery_worker, servers
     assert_stored_exactly_once(project.id, before + during)
 
 
+@pytest.mark.single_node
 def test_worker_killed_mid_batch_loses_nothing_and_stores_nothing_twice(project, servers, make_worker):
     """SIGKILL an ingestion worker while its batch is half done (rows claimed, INSERT failing
     because ClickHouse is down); a new worker gets the unacknowledged messages back after the
@@ -163,6 +164,7 @@ def publish_ingest(broker: str, project, events: list[dict]) -> None:
         )  # fmt: skip
 
 
+@pytest.mark.single_node
 def test_worker_keeps_ingesting_after_the_broker_restarts(project, servers, make_worker):
     """Redis goes away and comes back while an ingestion worker holds messages in its batch
     buffer: the worker reconnects and flushes them, and one message sent afterwards (not a

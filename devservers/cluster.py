@@ -1,0 +1,260 @@
+"""The cluster topology's stores on loopback: docs/operations.md#cluster-mode.
+
+- ZooKeeper 3.8, one server: ClickHouse's replication and distributed DDL coordinate through it.
+- ClickHouse 18.16, `shards` x `replicas` servers forming the cluster `bklog` (each server's
+  `remote_servers`, `macros` and `zookeeper` in its `config.d/cluster.xml`).
+- Redis 7: a master, one replica, and three Sentinels watching the master under the name `bklog`.
+
+Every server is a `devservers.servers._Server`: a child of the Python process that starts it, its
+files under its own data directory, stopped (or killed, as a crash) one at a time, restarted on
+the same ports with the same data. `ClusterStores.env()` is what the app needs to use them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devservers.servers import LOOPBACK, REDIS_CONF, ClickHouseServer, RedisServer, _Server, free_port
+
+CLUSTER_NAME = "bklog"
+SENTINEL_MASTER = "bklog"
+ZOOKEEPER_SERVER_SH = Path("/usr/share/zookeeper/bin/zkServer.sh")
+
+
+def _four_letter_word(port: int, word: bytes, timeout: float = 1.0) -> bytes:
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+            sock.sendall(word)
+            return sock.recv(64)
+    except OSError:
+        return b""
+
+
+class ZooKeeperServer(_Server):
+    """ZooKeeper 3.8 (Debian's), standalone, with a small heap; answers `ruok` with `imok`."""
+
+    name = "zookeeper"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "zoo.cfg"
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        (self.data_dir / "data").mkdir(exist_ok=True)
+        self.config_path.write_text(
+            "tickTime=500\n"
+            "initLimit=20\n"
+            "syncLimit=10\n"
+            f"dataDir={self.data_dir / 'data'}\n"
+            f"clientPort={self._port}\n"
+            f"clientPortAddress={LOOPBACK}\n"
+            "maxClientCnxns=0\n"
+            "admin.enableServer=false\n"
+            "4lw.commands.whitelist=ruok,mntr,stat\n"
+            "autopurge.purgeInterval=1\n"
+        )
+
+    def _command(self) -> list[str]:
+        # zkServer.sh execs java, so the death signal and the stop signal reach the JVM itself.
+        return [
+            "env",
+            f"ZOO_LOG_DIR={self.data_dir}",
+            "JVMFLAGS=-Xms64m -Xmx256m -XX:+UseSerialGC",
+            str(ZOOKEEPER_SERVER_SH),
+            "start-foreground",
+            str(self.config_path),
+        ]
+
+    def _answers(self) -> bool:
+        return _four_letter_word(self._port, b"ruok") == b"imok"
+
+
+@dataclass(frozen=True)
+class ClickHouseNode:
+    shard: int  # 1-based
+    replica: int  # 1-based
+    server: ClickHouseServer
+    interserver_port: int
+
+    @property
+    def name(self) -> str:
+        return f"s{self.shard}r{self.replica}"
+
+
+def clickhouse_cluster_xml(nodes: list[ClickHouseNode], me: ClickHouseNode, zookeeper_port: int) -> str:
+    """`config.d/cluster.xml` for one server of the cluster: who the shards and replicas are,
+    which one this server is (macros), where ZooKeeper is, and its replication port."""
+    shards = sorted({node.shard for node in nodes})
+    remote = "".join(
+        "<shard><internal_replication>true</internal_replication>"
+        + "".join(
+            f"<replica><host>{LOOPBACK}</host><port>{node.server.port}</port></replica>"
+            for node in nodes
+            if node.shard == shard
+        )
+        + "</shard>"
+        for shard in shards
+    )
+    return f"""<?xml version="1.0"?>
+<!-- Written by devservers/cluster.py on every start: this server's place in the cluster. -->
+<yandex>
+    <interserver_http_host>{LOOPBACK}</interserver_http_host>
+    <interserver_http_port>{me.interserver_port}</interserver_http_port>
+    <zookeeper>
+        <node><host>{LOOPBACK}</host><port>{zookeeper_port}</port></node>
+        <session_timeout_ms>10000</session_timeout_ms>
+    </zookeeper>
+    <remote_servers><{CLUSTER_NAME}>{remote}</{CLUSTER_NAME}></remote_servers>
+    <macros>
+        <cluster>{CLUSTER_NAME}</cluster>
+        <shard>{me.shard:02d}</shard>
+        <replica>{me.name}</replica>
+    </macros>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+</yandex>
+"""
+
+
+class ClusterClickHouseServer(ClickHouseServer):
+    """A ClickHouse server that also reads `config.d/cluster.xml` (set by `ClusterStores`)."""
+
+    cluster_xml: str = ""
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        config_d = self.data_dir / "config.d"
+        config_d.mkdir(exist_ok=True)
+        (config_d / "cluster.xml").write_text(self.cluster_xml)
+
+
+class ReplicatedRedisServer(RedisServer):
+    """Redis with a config file of its own: Sentinel rewrites it (CONFIG REWRITE) when it makes
+    this server a master or a replica, so the role survives a restart, as on a real host."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, replica_of: int | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.replica_of = replica_of
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "redis.conf"
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        if not self.config_path.exists():
+            text = REDIS_CONF.read_text() + f"\nport {self._port}\ndir {self.data_dir}\n"
+            if self.replica_of is not None:
+                text += f"replicaof {LOOPBACK} {self.replica_of}\n"
+            self.config_path.write_text(text)
+
+    def _command(self) -> list[str]:
+        return ["redis-server", str(self.config_path)]
+
+
+class SentinelServer(_Server):
+    """A Redis Sentinel watching the master; it rewrites its own config as the cluster changes."""
+
+    name = "sentinel"
+
+    def __init__(self, data_dir: Path, master_port: int, port: int | None = None) -> None:
+        super().__init__(data_dir, port)
+        self.master_port = master_port
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "sentinel.conf"
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        if not self.config_path.exists():
+            self.config_path.write_text(
+                f"bind {LOOPBACK}\n"
+                f"port {self._port}\n"
+                f"dir {self.data_dir}\n"
+                'logfile ""\n'
+                f"sentinel monitor {SENTINEL_MASTER} {LOOPBACK} {self.master_port} 2\n"
+                # Down after 2 s without an answer; a failover takes a few seconds more.
+                f"sentinel down-after-milliseconds {SENTINEL_MASTER} 2000\n"
+                f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
+                f"sentinel parallel-syncs {SENTINEL_MASTER} 1\n"
+            )
+
+    def _command(self) -> list[str]:
+        return ["redis-sentinel", str(self.config_path)]
+
+    def _answers(self) -> bool:
+        return _four_letter_word(self._port, b"PING\r\n").startswith(b"+PONG")
+
+
+@dataclass
+class ClusterStores:
+    """ZooKeeper, a `shards` x `replicas` ClickHouse cluster, Redis master + replica + 3 Sentinels."""
+
+    base: Path
+    shards: int = 2
+    replicas: int = 2
+    zookeeper: ZooKeeperServer = field(init=False)
+    clickhouse: list[ClickHouseNode] = field(init=False)
+    redis_master: ReplicatedRedisServer = field(init=False)
+    redis_replica: ReplicatedRedisServer = field(init=False)
+    sentinels: list[SentinelServer] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.base = Path(self.base).absolute()
+        self.zookeeper = ZooKeeperServer(self.base / "zookeeper")
+        self.clickhouse = [
+            ClickHouseNode(
+                shard, replica, ClusterClickHouseServer(self.base / f"clickhouse-s{shard}r{replica}"), free_port()
+            )
+            for shard in range(1, self.shards + 1)
+            for replica in range(1, self.replicas + 1)
+        ]
+        for node in self.clickhouse:
+            node.server.cluster_xml = clickhouse_cluster_xml(self.clickhouse, node, self.zookeeper.port)
+        self.redis_master = ReplicatedRedisServer(self.base / "redis-1")
+        self.redis_replica = ReplicatedRedisServer(self.base / "redis-2", replica_of=self.redis_master.port)
+        self.sentinels = [SentinelServer(self.base / f"sentinel-{i}", self.redis_master.port) for i in (1, 2, 3)]
+
+    @property
+    def servers(self) -> list[_Server]:
+        return [
+            self.zookeeper,
+            *(node.server for node in self.clickhouse),
+            self.redis_master,
+            self.redis_replica,
+            *self.sentinels,
+        ]
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+
+    def remove_data(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def redis_url(self, db: int = 0) -> str:
+        """The Sentinel form of REDIS_URL and CELERY_BROKER_URL that kombu and bklog read."""
+        return ";".join(f"sentinel://{LOOPBACK}:{s.port}" for s in self.sentinels) + f"/{db}"
+
+    def env(self, first_clickhouse: int = 0) -> dict[str, str]:
+        """Settings for an app node; `first_clickhouse` picks the ClickHouse server it asks first
+        (the others are its CLICKHOUSE_ALT_HOSTS, tried in turn when it is down)."""
+        order = self.clickhouse[first_clickhouse:] + self.clickhouse[:first_clickhouse]
+        return {
+            "CLICKHOUSE_CLUSTER": CLUSTER_NAME,
+            "CLICKHOUSE_HOST": LOOPBACK,
+            "CLICKHOUSE_PORT": str(order[0].server.port),
+            "CLICKHOUSE_ALT_HOSTS": ",".join(f"{LOOPBACK}:{node.server.port}" for node in order[1:]),
+            "REDIS_URL": self.redis_url(),
+            "CELERY_BROKER_URL": self.redis_url(),
+            "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+            "REDIS_WAIT_REPLICAS": "1",
+        }
