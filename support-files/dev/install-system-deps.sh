@@ -16,9 +16,12 @@ export DEBIAN_FRONTEND=noninteractive
 #   postgresql-15       PostgreSQL 15 server binaries under /usr/lib/postgresql/15/bin
 #   util-linux          runuser/setpriv, to run initdb/postgres as the `postgres` user
 #   prometheus          Prometheus 2.42 server and promtool (tests/ops: scrape /metrics, check rules)
+#   zookeeper           ZooKeeper 3.8: the cluster topology's ClickHouse replication (make cluster,
+#                       the tests' cluster pass, python -m chaos --topology cluster)
+#   redis-sentinel      Redis Sentinel 7.0: the cluster topology's Redis failover
 #   chromium            the browser tests/browser drives headless (posthog-js, analytics.js, the
 #                       admin) through puppeteer-core: Debian's build, since nothing may download one
-PACKAGES=(redis-server clickhouse-server clickhouse-client postgresql-15 util-linux prometheus chromium)
+PACKAGES=(redis-server clickhouse-server clickhouse-client postgresql-15 util-linux prometheus zookeeper redis-sentinel chromium)
 
 log() { printf 'install-system-deps: %s\n' "$*"; }
 
