@@ -244,15 +244,15 @@ class ClusterStores:
         """The Sentinel form of REDIS_URL and CELERY_BROKER_URL that kombu and bklog read."""
         return ";".join(f"sentinel://{LOOPBACK}:{s.port}" for s in self.sentinels) + f"/{db}"
 
-    def env(self, first_clickhouse: int = 0) -> dict[str, str]:
-        """Settings for an app node; `first_clickhouse` picks the ClickHouse server it asks first
-        (the others are its CLICKHOUSE_ALT_HOSTS, tried in turn when it is down)."""
-        order = self.clickhouse[first_clickhouse:] + self.clickhouse[:first_clickhouse]
+    def env(self) -> dict[str, str]:
+        """Settings for an app node. Every node lists the ClickHouse servers in the same order
+        (pipeline/storage/clickhouse.py's `cluster_settings` says why)."""
+        first, *others = self.clickhouse
         return {
             "CLICKHOUSE_CLUSTER": CLUSTER_NAME,
             "CLICKHOUSE_HOST": LOOPBACK,
-            "CLICKHOUSE_PORT": str(order[0].server.port),
-            "CLICKHOUSE_ALT_HOSTS": ",".join(f"{LOOPBACK}:{node.server.port}" for node in order[1:]),
+            "CLICKHOUSE_PORT": str(first.server.port),
+            "CLICKHOUSE_ALT_HOSTS": ",".join(f"{LOOPBACK}:{node.server.port}" for node in others),
             "REDIS_URL": self.redis_url(),
             "CELERY_BROKER_URL": self.redis_url(),
             "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,

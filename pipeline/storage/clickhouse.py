@@ -59,10 +59,16 @@ def make_client(database: str | None = None) -> Client:
 
 
 def cluster_settings() -> dict[str, Any]:
-    """On a cluster, an INSERT into the Distributed table returns only once every shard's part
-    is written to one of its replicas (not queued on the local disk to be sent later): the
-    ingestion batch acknowledges its messages only after that."""
-    return {"insert_distributed_sync": 1} if settings.CLICKHOUSE_CLUSTER else {}
+    """On a cluster: an INSERT into the Distributed table returns only once every shard's part is
+    written to one of its replicas (not queued on the local disk to be sent later), so the
+    ingestion batch acknowledges its messages only after that. Reads and writes both go to the
+    first replica of each shard that answers, in `remote_servers` order: replication between
+    replicas is asynchronous, and a read from the other replica could miss a row just written.
+    Every app node lists the servers in the same order (CLICKHOUSE_HOST, then
+    CLICKHOUSE_ALT_HOSTS) for the same reason."""
+    if not settings.CLICKHOUSE_CLUSTER:
+        return {}
+    return {"insert_distributed_sync": 1, "load_balancing": "in_order", "prefer_localhost_replica": 0}
 
 
 def get_client() -> Client:
