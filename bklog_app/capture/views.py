@@ -66,7 +66,7 @@ def accept_events(request, token: str | None, events: list[dict], sent_at: str |
     except RateLimited as refused:
         raise rate_limited(refused.per_minute) from None
     except Unavailable as exc:
-        raise server_error(f"{exc}; nothing was stored. Retry later.") from exc
+        raise server_error(f"{exc}; {exc.advice}") from exc
 
 
 def refusal(error: CaptureError) -> tuple[int, bytes]:

@@ -52,6 +52,8 @@ class RateLimited(CaptureRefused):
 class Unavailable(CaptureRefused):
     """A dependency capture needs did not answer; the message says which. Safe to retry."""
 
+    advice = "nothing was stored. Retry later."
+
 
 class ProjectsUnavailable(Unavailable):
     """The project's lookup failed (the database, or Redis for the cache's epoch)."""
@@ -59,6 +61,13 @@ class ProjectsUnavailable(Unavailable):
 
 class QueueUnavailable(Unavailable):
     """Redis did not take the events (the queue) or did not count them (the rate limit)."""
+
+
+class NotConfirmed(QueueUnavailable):
+    """The events are queued on the Redis master, but no replica confirmed them in time
+    (REDIS_WAIT_REPLICAS): a failover could still lose them, so they are not accepted."""
+
+    advice = "send them again: if the queued copy survives too, the events are stored once."
 
 
 def accept(token: str, events: list[dict], *, ip: str | None, sent_at: str | None, now: datetime) -> None:
@@ -100,6 +109,8 @@ def accept(token: str, events: list[dict], *, ip: str | None, sent_at: str | Non
                 raise UnknownToken() from None
             request["project_id"] = project.id
             enqueue(request, queue=_queue_for(project))
+    except publish.NotReplicated as exc:
+        raise NotConfirmed(f"The event queue (Redis) did not confirm the events ({exc})") from exc
     except (BrokerError, *REDIS_ERRORS, OSError) as exc:
         raise QueueUnavailable(f"The event queue (Redis) did not accept the events ({exc})") from exc
     EVENTS_RECEIVED.inc(len(events))

@@ -27,6 +27,20 @@ for database in sqlite postgres; do
     if [ $code -ne 0 ]; then status=$code; fi
 done
 
+# The cluster pass (docs/operations.md#cluster-mode): ZooKeeper, 2 x 2 ClickHouse servers, a Redis
+# master and replica behind three Sentinels, PostgreSQL; the cluster's own tests, then the
+# ingestion, events API, export and SDK tests unchanged. Only with no arguments (a full run): a
+# rerun of chosen tests does not need it. BKLOG_TEST_CLUSTER=0 skips it.
+if [ $# -eq 0 ] && [ "${BKLOG_TEST_CLUSTER:-1}" != 0 ]; then
+    echo "== pytest, cluster topology"
+    BKLOG_TEST_TOPOLOGY=cluster BKLOG_TEST_DATABASE=postgres $bin/python -m pytest \
+        tests/cluster tests/pipeline/test_ingestion_e2e.py tests/pipeline/test_capture_publish.py \
+        tests/pipeline/test_dedup.py tests/pipeline/test_clickhouse_sql.py tests/bklog_app/test_events_api.py \
+        tests/bklog_app/test_posthog_sdk.py tests/exports
+    code=$?
+    if [ $code -ne 0 ]; then status=$code; fi
+fi
+
 # The short fault suite (docs/reliability.md) on a stack of its own under var/chaos/; it stops
 # that stack (every process it started) on the way out, failed or not. BKLOG_TEST_CHAOS=0 skips
 # it (e.g. to rerun only pytest).

@@ -1,4 +1,5 @@
-"""Reload over pub/sub with teardown once, and run_every_minute once per period with two beats."""
+"""Reload over pub/sub with teardown once, and run_every_minute once per period with two beats
+(one leads; the other takes over when it dies)."""
 
 import os
 import subprocess
@@ -91,6 +92,9 @@ def _start_beat(worker_env: dict, workdir: Path, index: int, period: int) -> sub
 def test_run_every_minute_runs_once_per_period_with_two_beats(
     project, celery_worker, worker_env, local_plugin, install
 ):
+    """Two beats, as on two nodes: one leads and sends (bklog_app/beat_leader.py). Killed outright,
+    it stops renewing its lease, and the other takes over; no period runs twice across the
+    hand-over, where the once-per-period lock still guards."""
     period = 2
     path = local_plugin(
         """
@@ -104,13 +108,30 @@ def test_run_every_minute_runs_once_per_period_with_two_beats(
     assert plugin["capabilities"]["scheduled_tasks"] == ["run_every_minute"]
 
     workdir = Path(tempfile.mkdtemp(prefix="beats-"))
-    beats = [_start_beat(worker_env, workdir, index, period) for index in range(2)]
+    env = {**worker_env, "BEAT_LEADER_TTL_SECONDS": "3", "BEAT_LEADER_CHECK_SECONDS": "0.5"}
+    beats = [_start_beat(env, workdir, index, period) for index in range(2)]
+    logs = [workdir / f"beat-{index}.log" for index in range(2)]
     try:
-        wait_until(lambda: len(cache_values(plugin["id"], project.id, "runs")) >= 4, timeout=60, message="four runs")
+        wait_until(lambda: len(cache_values(plugin["id"], project.id, "runs")) >= 2, timeout=60, message="two runs")
+        leaders = [index for index, log in enumerate(logs) if "this beat leads" in log.read_text()]
+        assert len(leaders) == 1, "exactly one beat leads"
+        [leader] = leaders
+        follower = 1 - leader
+        assert "Sending due task" not in logs[follower].read_text()
+        os.killpg(beats[leader].pid, 9)
+        beats[leader].wait(20)
+        wait_until(lambda: "this beat leads" in logs[follower].read_text(), timeout=30, message="a new leader")
+        runs_before = len(cache_values(plugin["id"], project.id, "runs"))
+        wait_until(
+            lambda: len(cache_values(plugin["id"], project.id, "runs")) >= runs_before + 2,
+            timeout=60,
+            message="two runs sent by the new leader",
+        )
     finally:
         for beat in beats:
-            os.killpg(beat.pid, 15)
-            beat.wait(20)
+            if beat.poll() is None:
+                os.killpg(beat.pid, 15)
+                beat.wait(20)
     time.sleep(1)  # runs already queued finish
 
     runs = cache_values(plugin["id"], project.id, "runs")
@@ -122,5 +143,4 @@ def test_run_every_minute_runs_once_per_period_with_two_beats(
     ]
     assert len(periods) == len(runs)  # every run is logged with its period...
     assert len(set(periods)) == len(periods)  # ...and no period ran twice
-    for index in range(2):  # both beats were sending all along
-        assert "Sending due task plugins-run-every-minute" in (workdir / f"beat-{index}.log").read_text()
+    assert "Sending due task plugins-run-every-minute" in logs[follower].read_text()
