@@ -28,6 +28,7 @@ from celery_batches import Batches, SimpleRequest
 from celery_batches.trace import apply_batches_task
 from django.conf import settings
 
+from pipeline import locks
 from pipeline.celery_tasks import ACK_LATE, UPKEEP_RETRY, settle_database_connections, task
 from pipeline.errors import is_outage
 from pipeline.ingestion import isolation, journal, projects, publish
@@ -252,7 +253,11 @@ def sweep_journal() -> dict[str, int] | None:
     pipeline/ingestion/journal.py). Returns the sweep's counts."""
     if not publish.is_redis_broker():
         return None
-    counts = journal.sweep(INGEST_QUEUES, republish)
+    # One sweep at a time across the cluster: two could publish the same lost message twice.
+    with locks.held("ingestion:journal-sweep", ttl=SWEEP_TIME_LIMIT) as acquired:
+        if not acquired:
+            return None
+        counts = journal.sweep(INGEST_QUEUES, republish)
     CAPTURE_MESSAGES_REPUBLISHED.inc(counts["republished"])
     if counts["old"]:
         logger.info("capture journal swept", **counts)
