@@ -46,7 +46,7 @@ class DeletionRequestSerializer(serializers.ModelSerializer):
         model = DeletionRequest
         fields = [
             "id", "kind", "filter", "dry_run", "suppress", "status", "dry_run_count", "rows_affected", "progress",
-            "error", "requested_by", "created_at", "started_at", "finished_at",
+            "parts_total", "error", "requested_by", "created_at", "started_at", "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
 
