@@ -175,7 +175,7 @@ def _steps_2_to_5(
         records.warn(project.id, type_, event_uuid, details)
 
     # A suppressed distinct id (docs/privacy.md#suppression): dropped and counted, never stored.
-    if suppressed.drops(project.id, raw["distinct_id"]):
+    if suppressed.drops(project.id, raw.get("distinct_id")):
         return None
 
     # Step 4: the plugin chain sees the event as plugins know it.

@@ -60,6 +60,8 @@ class SuppressionCheck:
         self.dropped: Counter[tuple[int, str]] = Counter()
 
     def drops(self, project_id: int, distinct_id: object) -> bool:
+        if distinct_id is None:  # not an event yet: a later step dead-letters it
+            return False
         ids = self._sets.get(project_id)
         if ids is None:
             ids = self._sets[project_id] = suppressed_ids(project_id)
