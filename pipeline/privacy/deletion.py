@@ -23,6 +23,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from bklog_app.privacy.models import DeletionRequest, DeletionStatus
+from pipeline.errors import is_outage
 from pipeline.ingestion.timestamps import parse_iso, to_ms
 from pipeline.storage import privacy as store
 
@@ -32,20 +33,35 @@ POLL_SECONDS = 1.0
 
 
 def run_deletions(project_id: int) -> float | None:
+    """An outage raises (the task retries); any other error fails the requests it concerns, with
+    the reason, and the others carry on."""
     requests = DeletionRequest.objects.filter(project_id=project_id)
     for request in requests.filter(status=DeletionStatus.COUNTING).order_by("id"):
-        _count(request)
+        _guarded([request], _count, request)
     queued = list(requests.filter(status=DeletionStatus.QUEUED).order_by("id"))
     persons = [r for r in queued if r.kind == DeletionRequest.Kind.PERSON]
     if persons:
-        _mutate_persons(project_id, persons)
+        _guarded(persons, _mutate_persons, project_id, persons)
     for request in queued:
         if request.kind == DeletionRequest.Kind.FILTER:
-            _mutate_filter(request)
-    running = list(requests.filter(status=DeletionStatus.RUNNING).order_by("id"))
-    for request in running:
-        _follow(request)
+            _guarded([request], _mutate_filter, request)
+    for request in requests.filter(status=DeletionStatus.RUNNING).order_by("id"):
+        _guarded([request], _follow, request)
     return POLL_SECONDS if requests.filter(status=DeletionStatus.RUNNING).exists() else None
+
+
+def _guarded(requests: list[DeletionRequest], step, *args) -> None:
+    try:
+        step(*args)
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        logger.warning("deletion failed", requests=[r.pk for r in requests], error=str(exc)[:300])
+        DeletionRequest.objects.filter(pk__in=[r.pk for r in requests]).update(
+            status=DeletionStatus.FAILED,
+            error=f"{type(exc).__name__}: {str(exc)[:2000]}; make a new request once the cause is fixed.",
+            finished_at=timezone.now(),
+        )
 
 
 def confirm(request: DeletionRequest) -> bool:

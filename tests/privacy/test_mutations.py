@@ -7,6 +7,8 @@ import uuid
 import pytest
 from chdb.session import Session
 
+from bklog_app.privacy.models import DeletionRequest
+from pipeline.privacy import deletion
 from pipeline.storage import privacy as store
 from pipeline.storage.events import INSERT_EVENTS, EventRow, count_events, insert_events
 from pipeline.storage.migrate import MIGRATIONS_TABLE, migration_names, operations
@@ -91,3 +93,19 @@ def test_the_person_mutation_completes_on_current_clickhouse(chdb_events):
     wait_done(done)
     assert query(store.COUNT_PERSON_EVENTS, params) == "0"
     assert query("SELECT distinct_id FROM events WHERE team_id = %(team_id)s", {"team_id": 5}) == '"bob"'
+
+
+@pytest.mark.django_db
+def test_a_failing_request_fails_with_its_reason_and_the_others_go_on(project):
+    broken = DeletionRequest.objects.create(project=project, kind="filter", filter={"event": 5})  # not a name
+    gone = DeletionRequest.objects.create(
+        project=project, kind="filter", filter={"event": "e"}, status="running", mutation_marker="bklog-deletion:x:"
+    )
+    fine = DeletionRequest.objects.create(project=project, kind="filter", filter={"event": "e"}, dry_run=True)
+    assert deletion.run_deletions(project.id) is None
+    for item in (broken, gone, fine):
+        item.refresh_from_db()
+    assert broken.status == "failed" and broken.error.startswith("ServerException: ")
+    assert broken.error.endswith("; make a new request once the cause is fixed.")
+    assert gone.status == "failed" and "no longer in system.mutations" in gone.error
+    assert (fine.status, fine.dry_run_count) == ("counted", 0)
