@@ -73,8 +73,10 @@ def delete_events(project: Project, spec: dict, user=None, *, dry_run: bool = Tr
 
 
 def confirm(request: DeletionRequest) -> bool:
+    """A counted dry run goes ahead (`request` says queued: a worker may be further already)."""
     if not deletion.confirm(request):
         return False
+    request.status = DeletionStatus.QUEUED
     enqueue(request)
     return True
 

@@ -78,7 +78,6 @@ class DeletionConfirmView(APIView):
         item = _deletion_for(request, project_id, deletion_id)
         if not service.confirm(item):
             raise Conflict(f"This deletion request is {item.status}; only a counted dry run can be confirmed.")
-        item.refresh_from_db()
         return Response(DeletionRequestSerializer(item).data, status=status.HTTP_202_ACCEPTED)
 
 
