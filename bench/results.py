@@ -71,6 +71,22 @@ SECTIONS: dict[str, tuple[str, dict[str, Extractor]]] = {
             "a_drained_s": lambda run: run.get("a_drained_s"),
         },
     ),
+    "deletion": (
+        "deletion",
+        {
+            key: (lambda run, key=key: run.get(key))
+            for key in (
+                "request_to_done_s",
+                "mutation_s",
+                "rows_affected",
+                "rows_left",
+                "table_parts",
+                "ingest_before_events_per_s",
+                "ingest_while_mutation_ran_events_per_s",
+                "mutation_parts",
+            )
+        },
+    ),
     "naive": (
         "naive",
         {

@@ -9,6 +9,9 @@ lag             capture answered -> row readable in ClickHouse, at 1,000 events/
 isolation       project A's plugin sleeps 200 ms per event while project B sends 200 events/s:
                 how long until A is moved to `ingestion_overflow`, then B's lag and A's
                 throughput while both send (pipeline/ingestion/isolation.py).
+deletion        1,000,000 events stored for a project (inserted straight into ClickHouse), then
+                one person deleted with its events: the request's time to completion, and
+                ingestion's events/s while the mutation runs against before it.
 naive           the same events as `batch` through the naive pipeline (bench/naive_tasks.py).
 clickhouse_raw  the limit: clickhouse-driver columnar INSERTs of such rows into a scratch table.
 rss             the peak RSS of every process (sampled during all the others).
@@ -558,6 +561,176 @@ def _wait_for_state(ctx: Context, project_id: int, wanted: str, *, timeout: floa
     return state
 
 
+# -- deletion -------------------------------------------------------------------------------
+
+DELETION_ROWS = 1_000_000
+DELETION_BLOCK_ROWS = 100_000
+DELETION_DISTINCT_IDS = 10_000
+DELETION_DAYS = 90  # three monthly partitions
+DELETION_LOAD_RATE = 15  # requests/s of 100 events into another project, below the stack's maximum
+DELETION_LOAD_S = 40
+DELETION_DELETE_AFTER_S = 15
+DELETION_BEFORE_WINDOW_S = 8
+
+
+def deletion(ctx: Context, run: int) -> dict:
+    """A project with DELETION_ROWS stored events, one of whose distinct ids has a person (made by
+    real capture); DELETE the person with ?delete_events=true and follow the request to its end.
+    Meanwhile another project gets a steady load: its stored events/s over the seconds before the
+    DELETE and over the mutation's run are the ingestion figures."""
+    project_id, token = new_project(ctx, f"deletion-{run}")
+    load_id, load_token = new_project(ctx, f"deletion-load-{run}")
+    victim = f"victim-{ctx.stamp}-{run}"
+    client = ctx.stack.clickhouse()
+    _send(ctx, "deletion-person", [_batch(token, [payloads.event(i, victim) for i in range(10)])], "/batch/")
+    wait_for_count(ctx, project_id, 10)
+    person = api_request(ctx.stack, "GET", f"/api/projects/{project_id}/persons/?distinct_id={victim}", ctx.key)
+    person_id = person["results"][0]["id"]
+
+    ctx.log(f"  {DELETION_ROWS:,} events into ClickHouse, {DELETION_BLOCK_ROWS:,} per INSERT")
+    started = time.perf_counter()
+    _insert_deletion_rows(ctx, client, project_id, victim, uuid.UUID(person_id))
+    insert_s = time.perf_counter() - started
+    stored = count_stored(ctx, project_id)
+    victim_rows = client.execute(
+        "SELECT count() FROM events WHERE team_id = %(t)s AND distinct_id = %(d)s", {"t": project_id, "d": victim}
+    )[0][0]
+    parts = client.execute(
+        "SELECT count(), sum(rows) FROM system.parts WHERE database = currentDatabase() AND table = 'events' AND active"
+    )[0]
+    ctx.log(f"    stored {stored:,} ({victim_rows:,} of the person) in {insert_s:.1f} s; table: {parts[0]} parts")
+
+    ctx.log(
+        f"  {DELETION_LOAD_RATE * BATCH_SIZE} events/s offered to another project; "
+        f"DELETE after {DELETION_DELETE_AFTER_S} s"
+    )
+    events = payloads.mixed_events(f"{ctx.stamp}d{run}", int(DELETION_LOAD_RATE * DELETION_LOAD_S) * BATCH_SIZE)
+    bodies = [payloads.batch_body(load_token, events[i : i + BATCH_SIZE]) for i in range(0, len(events), BATCH_SIZE)]
+    sampler = _CountSampler(ctx, load_id)
+    sampler.start()
+    loaded: list[LoadResult] = []
+    sender = threading.Thread(
+        target=lambda: loaded.append(
+            _send(ctx, "deletion-load", bodies, "/batch/", rate=DELETION_LOAD_RATE, connections=8,
+                  max_seconds=DELETION_LOAD_S + 30)
+        )
+    )  # fmt: skip
+    sender.start()
+    time.sleep(DELETION_DELETE_AFTER_S)
+    requested_at = time.time()
+    deletion_request = api_request(
+        ctx.stack, "DELETE", f"/api/projects/{project_id}/persons/{person_id}/?delete_events=true", ctx.key
+    )
+    follower = _DeletionFollower(ctx, project_id, deletion_request["id"])
+    follower.run()
+    sender.join()
+    wait_for_count(ctx, load_id, loaded[0].ok * BATCH_SIZE)
+    sampler.stop.set()
+    sampler.join()
+    done = follower.final or {}
+    left = client.execute(
+        "SELECT count() FROM events WHERE team_id = %(t)s AND distinct_id = %(d)s", {"t": project_id, "d": victim}
+    )[0][0]
+    running_at, done_at = follower.running_at or requested_at, follower.done_at
+    before = sampler.rate(requested_at - DELETION_BEFORE_WINDOW_S, requested_at)
+    during = sampler.rate(running_at, done_at) if done_at else None
+    out = {
+        "rows_in_project": stored,
+        "rows_of_person": victim_rows,
+        "table_parts": parts[0],
+        "table_rows": parts[1],
+        "mutation_parts": done.get("parts_total"),
+        "insert_s": round(insert_s, 2),
+        "status": done.get("status"),
+        "rows_affected": done.get("rows_affected"),
+        "rows_left": left,
+        "request_to_done_s": _round(done_at - requested_at) if done_at else None,
+        "mutation_s": _round(done_at - running_at) if done_at else None,
+        "ingest_offered_events_per_s": DELETION_LOAD_RATE * BATCH_SIZE,
+        "ingest_before_events_per_s": before,
+        "ingest_while_mutation_ran_events_per_s": during,
+        "ingest_accepted": loaded[0].ok * BATCH_SIZE,
+    }
+    ctx.log(
+        f"    deletion {out['status']}: {out['rows_affected']} rows, {out['request_to_done_s']} s from DELETE to done "
+        f"(mutation of {out['mutation_parts']} parts, {out['mutation_s']} s); ingestion {before} events/s before, "
+        f"{during} while it ran"
+    )
+    return out
+
+
+def _insert_deletion_rows(ctx: Context, client, project_id: int, victim: str, person: uuid.UUID) -> None:
+    """DELETION_ROWS rows over DELETION_DAYS days; one in DELETION_DISTINCT_IDS is the person's."""
+    now_ms = int(time.time() * 1000)
+    day_ms = 86_400_000
+    columns = ", ".join(EVENT_COLUMNS)
+    properties = json.dumps(payloads.event(0, "x")["properties"])
+    other_person = uuid.uuid4()
+    for start in range(0, DELETION_ROWS, DELETION_BLOCK_ROWS):
+        rows = range(start, min(start + DELETION_BLOCK_ROWS, DELETION_ROWS))
+        ids = [victim if i % DELETION_DISTINCT_IDS == 0 else f"user-{i % DELETION_DISTINCT_IDS}" for i in rows]
+        block = [
+            [uuid.uuid4() for _ in rows],
+            [project_id] * len(rows),
+            ["product viewed" if i % 3 else "$pageview" for i in rows],
+            ids,
+            [properties] * len(rows),
+            [now_ms - (i * DELETION_DAYS * day_ms) // DELETION_ROWS for i in rows],
+            [now_ms] * len(rows),
+            [person if d == victim else other_person for d in ids],
+            ["{}"] * len(rows),
+            [""] * len(rows),
+        ]
+        client.execute(f"INSERT INTO events ({columns}) VALUES", block, columnar=True)
+
+
+class _CountSampler(threading.Thread):
+    """The project's stored count every 0.2 s, to read its ingestion rate over any window."""
+
+    def __init__(self, ctx: Context, project_id: int) -> None:
+        super().__init__(daemon=True)
+        self.ctx, self.project_id = ctx, project_id
+        self.samples: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        client = self.ctx.stack.clickhouse()
+        while not self.stop.is_set():
+            count = client.execute("SELECT count() FROM events WHERE team_id = %(t)s", {"t": self.project_id})[0][0]
+            self.samples.append((time.time(), count))
+            time.sleep(0.2)
+
+    def rate(self, start: float, end: float) -> float | None:
+        inside = [(t, c) for t, c in self.samples if start <= t <= end]
+        if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+            return None
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        return round((c1 - c0) / (t1 - t0), 1)
+
+
+class _DeletionFollower:
+    """Polls the deletion request until it is finished."""
+
+    def __init__(self, ctx: Context, project_id: int, deletion_id: int) -> None:
+        self.ctx, self.project_id, self.deletion_id = ctx, project_id, deletion_id
+        self.running_at: float | None = None
+        self.done_at: float | None = None
+        self.final: dict | None = None
+
+    def run(self) -> None:
+        path = f"/api/projects/{self.project_id}/deletions/{self.deletion_id}/"
+        deadline = time.monotonic() + self.ctx.sizes.drain_timeout
+        while time.monotonic() < deadline:
+            body = api_request(self.ctx.stack, "GET", path, self.ctx.key)
+            now = time.time()
+            if body["status"] == "running" and self.running_at is None:
+                self.running_at = now
+            if body["status"] in ("succeeded", "failed"):
+                self.done_at, self.final = now, body
+                return
+            time.sleep(0.1)
+
+
 # -- naive ----------------------------------------------------------------------------------
 
 
@@ -652,6 +825,7 @@ SCENARIOS: dict[str, Callable[[Context, int], dict]] = {
     "batch": batch,
     "lag": lag,
     "isolation": isolation,
+    "deletion": deletion,
     "naive": naive,
     "clickhouse_raw": clickhouse_raw,
 }

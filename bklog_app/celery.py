@@ -34,6 +34,7 @@ TASK_MODULES = [
     "pipeline.ingestion.tasks",
     "pipeline.plugins.tasks",
     "pipeline.exports.tasks",
+    "pipeline.privacy.tasks",
 ]
 # Bench only: the naive one-task-per-event baseline (bench/naive_tasks.py), registered only in
 # the workers that `python -m bench` starts (it sets BKLOG_BENCH_TASKS=1). Never in production.

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "bklog_app.plugins",
     "bklog_app.persons",
     "bklog_app.exports",
+    "bklog_app.privacy",
 ]
 
 MIDDLEWARE = [

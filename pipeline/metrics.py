@@ -109,6 +109,10 @@ EVENTS_DROPPED = Counter(
 EVENTS_DEAD_LETTERED = Counter(
     "bklog_events_dead_lettered_total", "Events put in the dead-letter store because a step failed on them."
 )
+EVENTS_SUPPRESSED = Counter(
+    "bklog_events_suppressed_total",
+    "Events dropped before the plugin chain because their distinct id is suppressed (docs/privacy.md).",
+)
 INGESTION_BATCHES = Counter(
     "bklog_ingestion_batches_total",
     "Ingestion batches by outcome: done (each event stored, duplicate, dropped or dead-lettered), "

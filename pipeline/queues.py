@@ -15,7 +15,7 @@ class Queue(StrEnum):
     INGESTION_OVERFLOW = "ingestion_overflow"
     DEFAULT = "default"  # on_event, export_events, plugin jobs, reload fan-out
     SCHEDULED = "scheduled"  # run_every_*, the due-job poller, clean-up, health pings
-    ASYNC_EXPORT = "async_export"  # file exports and historical exports
+    ASYNC_EXPORT = "async_export"  # file exports, historical exports, event deletions
 
 
 class TaskName(StrEnum):
@@ -33,6 +33,7 @@ class TaskName(StrEnum):
     RUN_HISTORICAL_EXPORT = "bklog.exports.run_historical_export"
     CLEAN_UP_EXPIRED_EXPORTS = "bklog.exports.clean_up_expired"
     REQUEUE_STALLED_EXPORTS = "bklog.exports.requeue_stalled"
+    RUN_DELETIONS = "bklog.privacy.run_deletions"
 
 
 TASK_QUEUES: dict[TaskName, Queue] = {
@@ -50,6 +51,8 @@ TASK_QUEUES: dict[TaskName, Queue] = {
     TaskName.RUN_HISTORICAL_EXPORT: Queue.ASYNC_EXPORT,
     TaskName.CLEAN_UP_EXPIRED_EXPORTS: Queue.SCHEDULED,
     TaskName.REQUEUE_STALLED_EXPORTS: Queue.SCHEDULED,
+    # Long ClickHouse jobs like exports, away from the plugin work on `default`.
+    TaskName.RUN_DELETIONS: Queue.ASYNC_EXPORT,
 }
 
 

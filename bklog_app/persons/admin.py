@@ -1,8 +1,10 @@
-"""Read-only admin: persons are written by ingestion, and deleted through the API."""
+"""Read-only admin: persons are written by ingestion; deleted through the API or the actions
+here, which delete their events too (and may suppress their distinct ids: docs/privacy.md)."""
 
 from django.contrib import admin
 
 from bklog_app.persons.models import Person, PersonDistinctId
+from bklog_app.privacy import service
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -37,6 +39,25 @@ class PersonAdmin(ReadOnlyAdmin):
     search_fields = ["uuid", "distinct_ids__distinct_id"]
     readonly_fields = ["uuid", "project", "properties", "created_at", "is_identified", "version"]
     inlines = [DistinctIdInline]
+    actions = ["delete_with_events", "delete_with_events_and_suppress"]
+
+    @admin.action(description="Delete the selected persons and their events")
+    def delete_with_events(self, request, queryset) -> None:
+        self._delete(request, queryset, suppress=False)
+
+    @admin.action(description="Delete the selected persons and their events; suppress their distinct ids")
+    def delete_with_events_and_suppress(self, request, queryset) -> None:
+        self._delete(request, queryset, suppress=True)
+
+    def _delete(self, request, queryset, *, suppress: bool) -> None:
+        deleted = 0
+        for person in queryset.select_related("project"):
+            try:
+                service.delete_person(person.project, person.uuid, request.user, delete_events=True, suppress=suppress)
+                deleted += 1
+            except service.PersonGone:
+                pass
+        self.message_user(request, f"Deleted {deleted} person(s); their events go once the deletion requests complete.")
 
 
 @admin.register(PersonDistinctId)

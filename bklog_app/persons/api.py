@@ -8,9 +8,11 @@
     null (null matches a property that is present and null);
   - `limit` (1-1000, default 100) and `cursor` (from `next`).
 - `GET /api/projects/<id>/persons/<uuid>/`: one person with its distinct ids.
-- `DELETE /api/projects/<id>/persons/<uuid>/`: deletes the person and its distinct ids (204).
-  Stored events keep their person_id; the next event of one of its distinct ids makes a new
-  person.
+- `DELETE /api/projects/<id>/persons/<uuid>/`: deletes the person, its distinct ids and the
+  overrides that point at it (204). Stored events keep their person_id unless
+  `?delete_events=true`: then a deletion request deletes them on a worker (202, the request);
+  `&suppress=true` also drops its distinct ids' later events (docs/privacy.md). Otherwise the
+  next event of one of its distinct ids makes a new person.
 
 A person is `{"id": uuid, "distinct_ids": [...], "properties": {...}, "created_at": ISO 8601,
 "is_identified": bool}`. Unknown ids, and persons of other projects, are 404.
@@ -21,7 +23,6 @@ import uuid
 from datetime import datetime
 
 import orjson
-from django.db import transaction
 from django.db.models import Prefetch, Q, QuerySet
 from django.db.models.fields.json import KeyTransform
 from drf_spectacular.types import OpenApiTypes
@@ -33,6 +34,8 @@ from rest_framework.views import APIView
 
 from bklog_app.api.scoping import project_for
 from bklog_app.persons.models import Person, PersonDistinctId
+from bklog_app.privacy import service
+from bklog_app.privacy.serializers import DeletionRequestSerializer
 from pipeline.persons.properties import sanitize
 
 MAX_LIMIT = 1000
@@ -69,6 +72,15 @@ class PersonQuery(serializers.Serializer):
             return datetime.fromisoformat(created_at), uuid.UUID(person_uuid)
         except ValueError:
             raise serializers.ValidationError("Invalid cursor; use the `next` link as given.") from None
+
+
+class PersonDeleteQuery(serializers.Serializer):
+    delete_events = serializers.BooleanField(
+        required=False, default=False, help_text="Also delete the person's events (a deletion request, 202)."
+    )
+    suppress = serializers.BooleanField(
+        required=False, default=False, help_text="Drop the later events of the person's distinct ids."
+    )
 
 
 class PersonSerializer(serializers.ModelSerializer):
@@ -138,17 +150,19 @@ class PersonDetailView(APIView):
     def get(self, request, project_id: int, person_id: str):
         return Response(PersonSerializer(self._person(request, project_id, person_id)).data)
 
-    @extend_schema(parameters=[PERSON_ID], responses={204: None})
+    @extend_schema(parameters=[PERSON_ID, PersonDeleteQuery], responses={204: None, 202: DeletionRequestSerializer})
     def delete(self, request, project_id: int, person_id: str):
         person = self._person(request, project_id, person_id)
-        with transaction.atomic():
-            # Lock the person row before its distinct ids go, in the order ingestion locks them,
-            # so a delete racing a merge of this person cannot deadlock with it.
-            locked = Person.objects.select_for_update().filter(pk=person.pk).first()
-            if locked is None:
-                raise NotFound("No such person in this project.")
-            locked.delete()
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        query = PersonDeleteQuery(data=request.query_params)
+        if not query.is_valid():
+            raise ValidationError(query.errors)
+        try:
+            deletion = service.delete_person(person.project, person.uuid, request.user, **query.validated_data)
+        except service.PersonGone:
+            raise NotFound("No such person in this project.") from None
+        if deletion is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(DeletionRequestSerializer(deletion).data, status=status.HTTP_202_ACCEPTED)
 
     def _person(self, request, project_id: int, person_id: str) -> Person:
         project = project_for(request.user, project_id)

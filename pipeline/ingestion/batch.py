@@ -33,6 +33,7 @@ from pipeline.ingestion.timestamps import parse_iso, resolve_timestamp, to_ms
 from pipeline.persons.resolve import resolve_persons
 from pipeline.plugins.chain import run_process_event_chain
 from pipeline.plugins.dispatch import dispatch_stored_events, wants_stored_events
+from pipeline.privacy.suppression import SuppressionCheck
 from pipeline.storage.events import EventRow, insert_events, ms_to_iso
 
 logger = structlog.get_logger(__name__)
@@ -67,6 +68,7 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
     """Run steps 1-8 for every event of every message. Raises only on a dependency outage."""
     report = BatchReport()
     records = BatchRecords()
+    suppressed = SuppressionCheck()
     normalised: list[_Normalised] = []
     projects: dict[tuple, ProjectInfo | None] = {}  # one lookup per token in a batch, not per message
     for message in messages:
@@ -87,7 +89,7 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
         for raw in events:
             progress = {"step": "uuid"}
             try:
-                result = _steps_2_to_5(raw, message, project, records, progress, report.chain_costs)
+                result = _steps_2_to_5(raw, message, project, records, progress, report.chain_costs, suppressed)
             except Exception as exc:
                 if is_outage(exc):
                     raise
@@ -102,6 +104,7 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
     rows = _step_6_persons(normalised, records)
     _step_7_store(rows, records, report)
     records.save()
+    suppressed.save()
     report.dead_lettered = len(records.dead_letters)
     _step_8_dispatch(report.stored_rows)
     return report
@@ -150,6 +153,7 @@ def _steps_2_to_5(
     records: BatchRecords,
     progress: dict,
     costs: dict[int, ChainCost],
+    suppressed: SuppressionCheck,
 ) -> dict | None:
     """Return the normalised event, or None when it is dropped. `progress` names the step."""
     # Step 2: uuid.
@@ -169,6 +173,10 @@ def _steps_2_to_5(
     timestamp, warnings = resolve_timestamp(raw, now, message.get("sent_at"))
     for type_, details in warnings:
         records.warn(project.id, type_, event_uuid, details)
+
+    # A suppressed distinct id (docs/privacy.md#suppression): dropped and counted, never stored.
+    if suppressed.drops(project.id, raw.get("distinct_id")):
+        return None
 
     # Step 4: the plugin chain sees the event as plugins know it.
     progress["step"] = "plugins"

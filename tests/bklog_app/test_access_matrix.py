@@ -67,6 +67,8 @@ def world(project):
     historical = owner.post(f"/api/projects/{project.id}/plugin_configs/{exporting['id']}/historical_exports/",
                             {"after": "2024-01-01T00:00:00Z", "before": "2025-01-01T00:00:00Z"},
                             format="json").json()  # fmt: skip
+    deletion = owner.post(f"/api/projects/{project.id}/deletions/", {"event": "e"}, format="json").json()
+    suppression = owner.post(f"/api/projects/{project.id}/suppressions/", {"distinct_id": "x"}, format="json").json()
     revoked_user, revoked_key = make_user_with_key(project.organization)
     PersonalAPIKey.objects.filter(user=revoked_user).update(revoked_at="2024-01-01T00:00:00Z")
     _, outsider_key = make_user_with_key(make_project().organization)
@@ -78,6 +80,8 @@ def world(project):
         "letter_id": DeadLetter.objects.get(project=project).id,
         "person_id": person["id"],
         "export_id": export.get("id"),
+        "deletion_id": deletion["id"],
+        "suppression_id": suppression["id"],
     }
     assert historical.get("id"), historical
     return {

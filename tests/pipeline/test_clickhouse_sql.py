@@ -9,6 +9,7 @@ from chdb.session import Session
 from clickhouse_driver import Client
 
 from pipeline.storage import events as event_store
+from pipeline.storage import privacy as privacy_store
 from pipeline.storage.clickhouse import execute
 from pipeline.storage.events import EventRow, insert_events
 from pipeline.storage.migrate import MIGRATIONS_TABLE, migration_names, operations
@@ -47,6 +48,21 @@ def test_every_query_runs_on_current_clickhouse(chdb_session, name):
 @pytest.mark.parametrize("name", sorted(event_store.QUERIES))
 def test_every_query_runs_on_clickhouse_18(name):
     sql, params = event_store.QUERIES[name]
+    execute(sql, params)
+
+
+@pytest.mark.parametrize("name", sorted(privacy_store.QUERIES))
+def test_every_deletion_query_runs_on_current_clickhouse(chdb_session, name):
+    sql, params = privacy_store.QUERIES[name]
+    rendered = (
+        render(sql, params).replace("FROM events", "FROM bklog.events").replace("TABLE events", "TABLE bklog.events")
+    )
+    chdb_session.query(rendered, "CSV")
+
+
+@pytest.mark.parametrize("name", sorted(privacy_store.QUERIES))
+def test_every_deletion_query_runs_on_clickhouse_18(name):
+    sql, params = privacy_store.QUERIES[name]
     execute(sql, params)
 
 

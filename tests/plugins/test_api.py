@@ -32,7 +32,10 @@ def test_builtins_are_listed(api_client):
     response = api_client.get("/api/plugins/builtins/")
     assert response.status_code == 200
     names = [b["name"] for b in response.json()["results"]]
-    assert names == ["downsampling", "geoip", "property_filter", "taxonomy_standardiser", "webhook_forwarder"]
+    assert names == [
+        "bot_filter", "downsampling", "geoip", "pii_hashing", "property_filter", "taxonomy_standardiser",
+        "url_masking", "user_agent_parser", "webhook_forwarder",
+    ]  # fmt: skip
     webhook = next(b for b in response.json()["results"] if b["name"] == "webhook_forwarder")
     assert webhook["capabilities"]["methods"] == ["setup_plugin", "export_events"]
 
