@@ -16,6 +16,8 @@ cannot compare a UUID column with string literals).
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from pipeline.storage.clickhouse import execute, mutation_target
 
 _PERSONS = """
@@ -39,6 +41,17 @@ DELETE_FILTER_EVENTS = f"ALTER TABLE {{target}} DELETE WHERE {_FILTER} AND %(mar
 MUTATION_STATUS = """
 SELECT mutation_id, is_done, parts_to_do FROM system.mutations
 WHERE database = currentDatabase() AND table = %(table)s AND position(command, %(marker)s) > 0
+"""
+
+# On a cluster, every server's own system.mutations: each replica runs the mutation on its part
+# of the events. remote() reads one server's table through the server we are connected to.
+CLUSTER_SERVERS = """
+SELECT DISTINCT host_address, port FROM system.clusters WHERE cluster = %(cluster)s
+"""
+
+SERVER_MUTATION_STATUS = """
+SELECT mutation_id, is_done, parts_to_do FROM remote(%(address)s, system, mutations)
+WHERE database = %(database)s AND table = %(table)s AND position(command, %(marker)s) > 0
 """
 
 ANY_MS, NO_END_MS = 0, 2**62
@@ -98,10 +111,26 @@ def delete_filter_events(params: dict[str, Any], marker: str) -> None:
 
 
 def mutation_state(marker: str) -> MutationState:
-    """The state of the mutation with this marker on the server we are connected to; on a
-    cluster, that server's shard only."""
+    """The state of the mutation with this marker: on one server, its own; on a cluster, done
+    once every server of every shard has done it, with their parts still to rewrite summed."""
     table = mutation_target().split()[0]
-    rows = execute(MUTATION_STATUS, {"table": table, "marker": marker})
+    if settings.CLICKHOUSE_CLUSTER:
+        rows = []
+        for host, port in execute(CLUSTER_SERVERS, {"cluster": settings.CLICKHOUSE_CLUSTER}):
+            found = execute(
+                SERVER_MUTATION_STATUS,
+                {
+                    "address": f"{host}:{port}",
+                    "database": settings.CLICKHOUSE_DATABASE,
+                    "table": table,
+                    "marker": marker,
+                },
+            )
+            if not found:
+                return MutationState(found=False)  # issued ON CLUSTER: every server has it once it ran
+            rows += found
+    else:
+        rows = execute(MUTATION_STATUS, {"table": table, "marker": marker})
     if not rows:
         return MutationState(found=False)
     return MutationState(

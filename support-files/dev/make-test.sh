@@ -36,7 +36,7 @@ if [ $# -eq 0 ] && [ "${BKLOG_TEST_CLUSTER:-1}" != 0 ]; then
     BKLOG_TEST_TOPOLOGY=cluster BKLOG_TEST_DATABASE=postgres $bin/python -m pytest \
         tests/cluster tests/pipeline/test_ingestion_e2e.py tests/pipeline/test_capture_publish.py \
         tests/pipeline/test_dedup.py tests/pipeline/test_clickhouse_sql.py tests/bklog_app/test_events_api.py \
-        tests/bklog_app/test_posthog_sdk.py tests/exports
+        tests/bklog_app/test_posthog_sdk.py tests/exports tests/privacy/test_deletion_e2e.py tests/privacy/test_mutations.py
     code=$?
     if [ $code -ne 0 ]; then status=$code; fi
 fi
