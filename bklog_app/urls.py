@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/projects/<int:project_id>/persons/", include("bklog_app.persons.urls")),
     path("", include("bklog_app.plugins.urls")),
     path("", include("bklog_app.exports.urls")),
+    path("", include("bklog_app.governance.urls")),
     path("admin/", admin.site.urls),
 ]
 
