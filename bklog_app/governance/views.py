@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import F
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -83,7 +83,10 @@ class EventDefinitionDetail(_ProjectScoped, generics.RetrieveUpdateAPIView):
     http_method_names = ["get", "patch", "head", "options"]
 
     def get_object(self) -> EventDefinition:
-        return generics.get_object_or_404(self.project().event_definitions, pk=self.kwargs["definition_id"])
+        try:
+            return self.project().event_definitions.get(pk=self.kwargs["definition_id"])
+        except EventDefinition.DoesNotExist:
+            raise NotFound("No such event definition in this project.") from None
 
     def get_serializer_context(self) -> dict:
         context = super().get_serializer_context()

@@ -26,14 +26,20 @@ def set_plan():
     workers through the project epoch when its transaction commits, which a test's never does)."""
 
     from bklog_app.governance.models import TrackingPlan
-    from pipeline.governance import ingestion
-    from pipeline.ingestion import projects
 
     def set_plan(project, **fields) -> "TrackingPlan":
         fields.setdefault("events", {"signed_up": {"schema": SIGNUP_SCHEMA}})
         plan, _ = TrackingPlan.objects.update_or_create(project=project, defaults=fields)
-        projects.forget()
-        ingestion._plans.clear()
+        reload_plans()
         return plan
 
     return set_plan
+
+
+def reload_plans() -> None:
+    """This process reads the plans afresh."""
+    from pipeline.governance import ingestion
+    from pipeline.ingestion import projects
+
+    projects.forget()
+    ingestion._plans.clear()
