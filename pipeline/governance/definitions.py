@@ -29,6 +29,7 @@ VOLUME_KEY = "bklog:governance:volume"
 VOLUME_DAYS = 30
 CACHE_LIMIT = 200_000
 CHUNK = 500
+MAX_NAME_LENGTH = 400  # longer names (and names with NUL, which PostgreSQL refuses) get no definition
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?\Z")
 
 _known: dict[tuple[int, str], set[str]] = {}  # (project, event) -> property keys recorded for it
@@ -81,6 +82,7 @@ def write_last_seen() -> None:
     _pending_seen.clear()
     _last_seen_written[0] = time.monotonic()
     for project_id, (events, properties) in pending.items():
+        events, properties = set(filter(_recordable, events)), set(filter(_recordable, properties))
         for names in _chunks(sorted(events)):
             EventDefinition.objects.filter(project_id=project_id, name__in=names).update(last_seen_at=now)
         for names in _chunks(sorted(properties)):
@@ -120,12 +122,17 @@ def _volume_key(project_id: int, day: datetime) -> str:
 
 
 def _record_new(seen: dict[tuple[int, str], set[str]], rows: list[EventRow]) -> None:
-    new_events = [key for key in seen if key not in _known]
+    new_events = [key for key in seen if key not in _known and _recordable(key[1])]
     new_pairs = {key: keys - _known.get(key, set()) for key, keys in seen.items()}
     new_pairs = {key: keys for key, keys in new_pairs.items() if keys}
     if not new_events and not new_pairs:
         return
-    untyped = {(p, name) for (p, _), keys in new_pairs.items() for name in keys if (p, name) not in _known_properties}
+    untyped = {
+        (p, name)
+        for (p, _), keys in new_pairs.items()
+        for name in keys
+        if (p, name) not in _known_properties and _recordable(name)
+    }
     types = _types_of(untyped, rows)
     typed = _known_properties | types.keys()
     now = timezone.now()
@@ -146,6 +153,7 @@ def _record_new(seen: dict[tuple[int, str], set[str]], rows: list[EventRow]) -> 
         [
             EventProperty(project_id=p, event=event, property=name)
             for (p, event), keys in new_pairs.items()
+            if _recordable(event)
             for name in keys
             if (p, name) in typed
         ],
@@ -160,6 +168,10 @@ def _record_new(seen: dict[tuple[int, str], set[str]], rows: list[EventRow]) -> 
     for (project_id, event), keys in new_pairs.items():
         _known.setdefault((project_id, event), set()).update(name for name in keys if (project_id, name) in typed)
     _known_properties.update(types)
+
+
+def _recordable(name: str) -> bool:
+    return len(name) <= MAX_NAME_LENGTH and "\x00" not in name
 
 
 def _types_of(wanted: set[tuple[int, str]], rows: list[EventRow]) -> dict[tuple[int, str], str]:

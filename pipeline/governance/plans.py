@@ -7,7 +7,7 @@ a dict lookup and one validation per event. The API compiles a plan before savin
 worker never meets a plan it cannot compile.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jsonschema_rs
 
@@ -31,14 +31,18 @@ class Violation:
         return self.rule.split("/")[-1] if not self.rule.startswith("required/") else "required"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Verdict:
     planned: bool = False
-    violations: list[Violation] = field(default_factory=list)
-    unknown_properties: list[str] = field(default_factory=list)  # what `strip` drops
+    violations: tuple[Violation, ...] = ()
+    unknown_properties: tuple[str, ...] = ()  # what `strip` drops
 
     def text(self, event: str) -> str:
         return f"{event!r} breaks the tracking plan: " + "; ".join(f"{v.rule}: {v.message}" for v in self.violations)
+
+
+_UNPLANNED_ALLOWED = Verdict()
+_PLANNED_VALID = Verdict(planned=True)
 
 
 @dataclass(frozen=True)
@@ -59,16 +63,17 @@ class CompiledPlan:
         planned = self.events.get(event)
         if planned is None:
             if self.allow_unplanned_events or event.startswith("$"):
-                return Verdict()
-            return Verdict(violations=[Violation(UNPLANNED_EVENT, f"{event!r} is not in the tracking plan")])
-        verdict = Verdict(planned=True)
+                return _UNPLANNED_ALLOWED
+            return Verdict(violations=(Violation(UNPLANNED_EVENT, f"{event!r} is not in the tracking plan"),))
+        unknown: tuple[str, ...] = ()
         if self.strip_unknown and planned.known is not None:
-            verdict.unknown_properties = [key for key in properties if key not in planned.known and key[:1] != "$"]
-            if verdict.unknown_properties:
+            unknown = tuple(key for key in properties if key not in planned.known and key[:1] != "$")
+            if unknown:
                 properties = {key: value for key, value in properties.items() if key in planned.known or key[:1] == "$"}
-        if not planned.validator.is_valid(properties):
-            verdict.violations = [_violation(error) for error in planned.validator.iter_errors(properties)]
-        return verdict
+        if planned.validator.is_valid(properties):
+            return Verdict(planned=True, unknown_properties=unknown) if unknown else _PLANNED_VALID
+        violations = tuple(_violation(error) for error in planned.validator.iter_errors(properties))
+        return Verdict(planned=True, violations=violations, unknown_properties=unknown)
 
 
 def check_event(plan: CompiledPlan, event: str, properties: dict) -> dict:

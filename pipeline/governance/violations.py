@@ -21,6 +21,7 @@ from pipeline.storage.events import EventRow
 
 SAMPLES = 5
 MESSAGE_CHARS = 500
+NAME_CHARS = 400
 
 # (project, event uuid) -> (event name, mode, refused, [(rule, keyword, message)])
 _pending: dict[tuple[int, str], tuple[str, str, bool, list[tuple[str, str, str]]]] = {}
@@ -32,7 +33,8 @@ def note(project_id: int, event_uuid: str, event: str, mode: str, verdict: Verdi
     if verdict.unknown_properties:
         names = ", ".join(sorted(verdict.unknown_properties))
         found.append((UNKNOWN_PROPERTY, UNKNOWN_PROPERTY, f"not in the plan: {names}"[:MESSAGE_CHARS]))
-    _pending[project_id, event_uuid] = (event, mode, refused, found)
+    name = event.replace("\x00", "\ufffd")[:NAME_CHARS]  # PostgreSQL refuses NUL in text
+    _pending[project_id, event_uuid] = (name, mode, refused, found)
 
 
 def flush(rows: list[EventRow]) -> None:

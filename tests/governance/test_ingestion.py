@@ -164,3 +164,19 @@ def test_last_seen_is_written_for_every_name_seen_since_the_last_write(project):
     assert EventDefinition.objects.get(project=project, name="signed_up").last_seen_at > old
     seen = dict(PropertyDefinition.objects.filter(project=project).values_list("name", "last_seen_at"))
     assert seen["plan"] > old and seen["seats"] == old
+
+
+def test_names_a_definition_cannot_hold_are_left_out_and_the_rest_recorded(project):
+    long_key, nul_key = "k" * 401, "bad\x00key"
+    sent = event("signed_up", {long_key: 1, nul_key: 2, "plan": "pro"})
+    assert ingest_messages([message(project, [sent, event("nul\x00event", {"x": 1})])]).stored == 2
+    definitions.write_last_seen()
+    names = set(PropertyDefinition.objects.filter(project=project).values_list("name", flat=True))
+    assert {"plan", "x"} <= names and not {long_key, nul_key} & names
+    assert set(EventDefinition.objects.filter(project=project).values_list("name", flat=True)) == {"signed_up"}
+
+
+def test_an_event_name_with_nul_still_counts_its_violation(project, set_plan):
+    set_plan(project, mode="observe", allow_unplanned_events=False)
+    assert ingest_messages([message(project, [event("nul\x00event")])]).stored == 1
+    assert PlanViolation.objects.get(project=project).event == "nul\ufffdevent"
