@@ -52,7 +52,20 @@ class _ProjectScoped:
         return query.validated_data
 
 
-class EventDefinitionList(_ProjectScoped, generics.ListAPIView):
+class _WithVolumes:
+    """Serializes definitions with their 30-day volumes, read once for the page or the one."""
+
+    def get_serializer(self, *args, **kwargs):
+        if args and args[0] is not None:
+            names = [item.name for item in args[0]] if isinstance(args[0], list) else [args[0].name]
+            kwargs["context"] = {
+                **self.get_serializer_context(),
+                "volumes": volumes(int(self.kwargs["project_id"]), names),
+            }
+        return super().get_serializer(*args, **kwargs)
+
+
+class EventDefinitionList(_WithVolumes, _ProjectScoped, generics.ListAPIView):
     """Event names seen by ingestion, most recently seen first; `?search=` filters by name."""
 
     serializer_class = EventDefinitionSerializer
@@ -67,16 +80,8 @@ class EventDefinitionList(_ProjectScoped, generics.ListAPIView):
         search = self.query(DefinitionQuery).get("search")
         return definitions.filter(name__icontains=search) if search else definitions
 
-    def get_serializer(self, *args, **kwargs):
-        if args and isinstance(args[0], list):
-            kwargs["context"] = {
-                **self.get_serializer_context(),
-                "volumes": volumes(int(self.kwargs["project_id"]), [item.name for item in args[0]]),
-            }
-        return super().get_serializer(*args, **kwargs)
 
-
-class EventDefinitionDetail(_ProjectScoped, generics.RetrieveUpdateAPIView):
+class EventDefinitionDetail(_WithVolumes, _ProjectScoped, generics.RetrieveUpdateAPIView):
     """PATCH `description`, `tags`, `verified`; the rest is ingestion's."""
 
     serializer_class = EventDefinitionSerializer
@@ -87,13 +92,6 @@ class EventDefinitionDetail(_ProjectScoped, generics.RetrieveUpdateAPIView):
             return self.project().event_definitions.get(pk=self.kwargs["definition_id"])
         except EventDefinition.DoesNotExist:
             raise NotFound("No such event definition in this project.") from None
-
-    def get_serializer_context(self) -> dict:
-        context = super().get_serializer_context()
-        definition_id = self.kwargs.get("definition_id")
-        name = EventDefinition.objects.filter(pk=definition_id).values_list("name", flat=True).first()
-        context["volumes"] = volumes(int(self.kwargs["project_id"]), [name]) if name else {}
-        return context
 
 
 class PropertyDefinitionList(_ProjectScoped, generics.ListAPIView):
