@@ -89,7 +89,7 @@ class CheckForm(forms.Form):
     event = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 10, "cols": 100}),
         initial=json.dumps(SAMPLE, indent=2),
-        help_text='{"event": "<name>", "properties": {...}}. Nothing is stored or counted.',
+        help_text='{"event": "signed_up", "properties": {...}}. Nothing is stored or counted.',
     )
 
     def clean_event(self):
