@@ -93,7 +93,11 @@ class TrackingPlan(models.Model):
         default=OnUnknownProperty.ALLOW,
         help_text="strip: under enforce, properties a planned event's schema does not list are dropped.",
     )
-    events = models.JSONField(default=dict, blank=True, help_text='{"<event name>": {"schema": <JSON Schema>}}')
+    events = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Per event name, a JSON Schema of its properties: {"signed_up": {"schema": {...}}}',
+    )
     version = models.PositiveIntegerField(default=1, help_text="Incremented by every change.")
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -37,7 +37,11 @@ class Migration(migrations.Migration):
                 ),
                 (
                     "events",
-                    models.JSONField(blank=True, default=dict, help_text='{"<event name>": {"schema": <JSON Schema>}}'),
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='Per event name, a JSON Schema of its properties: {"signed_up": {"schema": {...}}}',
+                    ),
                 ),
                 ("version", models.PositiveIntegerField(default=1, help_text="Incremented by every change.")),
                 ("updated_at", models.DateTimeField(auto_now=True)),
