@@ -87,6 +87,17 @@ SECTIONS: dict[str, tuple[str, dict[str, Extractor]]] = {
             )
         },
     ),
+    "governance": (
+        "governance",
+        {
+            "no_plan_events_per_s": lambda run: run["no_plan"].get("events_per_s"),
+            "plan_events_per_s": lambda run: run["plan"].get("events_per_s"),
+            "cost_percent": lambda run: run.get("cost_percent"),
+            "no_plan_ingestion_cpu_ms_per_event": lambda run: run["no_plan"].get("ingestion_cpu_ms_per_event"),
+            "plan_ingestion_cpu_ms_per_event": lambda run: run["plan"].get("ingestion_cpu_ms_per_event"),
+            "ingestion_cpu_cost_percent": lambda run: run.get("ingestion_cpu_cost_percent"),
+        },
+    ),
     "naive": (
         "naive",
         {
@@ -117,6 +128,7 @@ TARGETS = (
         1.0,
         "a normal project's lag p99 <= 1 s while another's plugin takes 200 ms per event",
     ),
+    ("governance_cost", "governance", "cost_percent", "<=", 10, "a 20-event plan in enforce costs <= 10 % of events/s"),
     ("batch_vs_naive", None, None, ">=", 20, ">= 20x the naive pipeline"),
     ("worker_rss", None, None, "<=", WORKER_RSS_LIMIT_MB, "every worker process <= 250 MB RSS"),
 )

@@ -12,6 +12,9 @@ isolation       project A's plugin sleeps 200 ms per event while project B sends
 deletion        1,000,000 events stored for a project (inserted straight into ClickHouse), then
                 one person deleted with its events: the request's time to completion, and
                 ingestion's events/s while the mutation runs against before it.
+governance      the `batch` load twice, persons on and no plugins: with no tracking plan, then
+                with a 20-event plan enforced (docs/governance.md); events/s and ingestion CPU
+                per event of each, and the plan's cost in %.
 naive           the same events as `batch` through the naive pipeline (bench/naive_tasks.py).
 clickhouse_raw  the limit: clickhouse-driver columnar INSERTs of such rows into a scratch table.
 rss             the peak RSS of every process (sampled during all the others).
@@ -434,6 +437,100 @@ def _lags(
     return stored, lags
 
 
+# -- governance -----------------------------------------------------------------------------
+
+PLANNED_EVENTS = 20
+PLAN_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "email": {"type": "string", "format": "email"},
+        "plan": {"type": "string", "enum": ["free", "pro", "team"]},
+        "cart_value": {"type": "number", "minimum": 0},
+        "$current_url": {"type": "string"},
+        "$browser_version": {"type": "integer"},
+    },
+    "required": ["plan", "cart_value"],
+}
+
+
+def governance(ctx: Context, run: int) -> dict:
+    """The same batch load, end to end, to a project with no plan and to one whose 20-event plan
+    is enforced (every event valid, so both store all). Persons on, no plugins, so the plan's
+    cost is not hidden behind theirs. The load goes in four rounds, ABBA (BAAB on odd runs), so
+    that a change in what else the machine runs weighs on both alike."""
+    plan = {
+        "mode": "enforce",
+        "allow_unplanned_events": False,
+        "events": {_planned_name(i): {"schema": PLAN_SCHEMA} for i in range(PLANNED_EVENTS)},
+    }
+    phases = {}
+    for label in ("no_plan", "plan"):
+        project_id, token = new_project(ctx, f"governance-{label}-{run}")
+        tag = f"{ctx.stamp}g{label}{run}"
+        _warm_up(ctx, project_id, token, tag)  # before the plan, which does not plan its events
+        if label == "plan":
+            api_request(ctx.stack, "PUT", f"/api/projects/{project_id}/tracking_plan/", ctx.key, plan)
+        phases[label] = {"project_id": project_id, "token": token, "tag": tag, "accepted": 0, "stored": 0,
+                         "seconds": 0.0, "drained": True, "cpu": {}}  # fmt: skip
+    order = ("no_plan", "plan", "plan", "no_plan") if run % 2 == 0 else ("plan", "no_plan", "no_plan", "plan")
+    per_round = ctx.sizes.batch_requests * BATCH_SIZE // 2
+    for number, label in enumerate(order):
+        phase = phases[label]
+        events = payloads.mixed_events(phase["tag"], per_round, offset=1 + number * per_round)
+        for index, event in enumerate(events):
+            event["event"] = _planned_name(index)
+        bodies = [
+            payloads.batch_body(phase["token"], events[i : i + BATCH_SIZE]) for i in range(0, per_round, BATCH_SIZE)
+        ]
+        meter = CpuMeter(ctx)
+        result = _send(ctx, f"governance-{label}", bodies, "/batch/", connections=4, max_seconds=120)
+        accepted = result.ok * BATCH_SIZE
+        phase["accepted"] += accepted
+        seen_at, stored = wait_for_count(ctx, phase["project_id"], payloads.KNOWN_IDS + phase["accepted"])
+        stored -= payloads.KNOWN_IDS + phase["stored"]
+        phase["stored"] += stored
+        if seen_at is None:
+            phase["drained"] = False
+        else:
+            phase["seconds"] += seen_at - result.started_at
+        for program, ms in meter.per(1).items():
+            phase["cpu"][program] = phase["cpu"].get(program, 0.0) + ms
+        rate = round(stored / (seen_at - result.started_at), 1) if seen_at else None
+        ctx.log(f"    round {number + 1}, {label}: {rate} events/s")
+    out = {}
+    for label, phase in phases.items():
+        cpu = {program: round(ms / phase["stored"], 3) for program, ms in phase["cpu"].items() if phase["stored"]}
+        seconds = phase["seconds"] if phase["drained"] else None
+        out[label] = {
+            "accepted": phase["accepted"],
+            "stored": phase["stored"],
+            "seconds": _round(seconds),
+            "events_per_s": round(phase["stored"] / seconds, 1) if seconds else None,
+            "ingestion_cpu_ms_per_event": cpu.get("bklog-worker-ingestion"),
+            "cpu_ms_per_event": cpu,
+        }
+        ctx.log(f"    {label}: {out[label]['events_per_s']} events/s, {phase['stored']} of {phase['accepted']} stored, "
+                f"ingestion CPU {out[label]['ingestion_cpu_ms_per_event']} ms/event")  # fmt: skip
+    out["cost_percent"] = _cost(out["no_plan"]["events_per_s"], out["plan"]["events_per_s"])
+    out["ingestion_cpu_cost_percent"] = _cost(
+        out["no_plan"]["ingestion_cpu_ms_per_event"], out["plan"]["ingestion_cpu_ms_per_event"], higher_is_worse=True
+    )
+    ctx.log(f"    the plan costs {out['cost_percent']} % of events/s, {out['ingestion_cpu_cost_percent']} % of "
+            "ingestion CPU per event")  # fmt: skip
+    return out
+
+
+def _planned_name(index: int) -> str:
+    return f"planned event {index % PLANNED_EVENTS:02d}"
+
+
+def _cost(base: float | None, other: float | None, *, higher_is_worse: bool = False) -> float | None:
+    """How much worse `other` is than `base`, in % of `base`: lower events/s, or higher CPU."""
+    if not base or other is None:
+        return None
+    return round(100 * ((other - base) if higher_is_worse else (base - other)) / base, 1)
+
+
 # -- isolation ------------------------------------------------------------------------------
 
 SLOW_PLUGIN_MANIFEST = json.dumps({"name": "bench: 200 ms per event", "config": []})
@@ -826,6 +923,7 @@ SCENARIOS: dict[str, Callable[[Context, int], dict]] = {
     "lag": lag,
     "isolation": isolation,
     "deletion": deletion,
+    "governance": governance,
     "naive": naive,
     "clickhouse_raw": clickhouse_raw,
 }

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "bklog_app.persons",
     "bklog_app.exports",
     "bklog_app.privacy",
+    "bklog_app.governance",
 ]
 
 MIDDLEWARE = [
@@ -225,6 +226,9 @@ INGESTION_ISOLATION_OVERFLOW_ERROR_RATE = env.float("INGESTION_ISOLATION_OVERFLO
 INGESTION_ISOLATION_RECOVER_MS = env.float("INGESTION_ISOLATION_RECOVER_MS", default=20.0)
 INGESTION_ISOLATION_RECOVER_ERROR_RATE = env.float("INGESTION_ISOLATION_RECOVER_ERROR_RATE", default=0.2)
 INGESTION_ISOLATION_MIN_OVERFLOW_SECONDS = env.float("INGESTION_ISOLATION_MIN_OVERFLOW_SECONDS", default=60.0)
+# Data governance (pipeline/governance/definitions.py): each worker process writes the last-seen
+# time of the event and property names it saw at most this often.
+GOVERNANCE_LAST_SEEN_SECONDS = env.float("GOVERNANCE_LAST_SEEN_SECONDS", default=60.0)
 
 PLUGINS_RELOAD_PUBSUB_CHANNEL = env.str("PLUGINS_RELOAD_PUBSUB_CHANNEL", default="reload-plugins")
 

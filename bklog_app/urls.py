@@ -26,6 +26,7 @@ urlpatterns = [
     path("", include("bklog_app.plugins.urls")),
     path("", include("bklog_app.exports.urls")),
     path("", include("bklog_app.privacy.urls")),
+    path("", include("bklog_app.governance.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -124,6 +124,13 @@ INGESTION_BATCH_DURATION = Histogram(
     "Time to ingest one batch of captured requests, retries included.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
+TRACKING_PLAN_VIOLATIONS = Counter(
+    "bklog_tracking_plan_violations_total",
+    "Events that broke their project's tracking plan (docs/governance.md), by plan mode (observe: "
+    "stored anyway; enforce: dead-lettered, or stored with unknown properties stripped) and by rule "
+    "keyword (type, required, enum, unplanned_event, unknown_property, ...).",
+    ["mode", "keyword"],
+)
 
 # --- Storage -----------------------------------------------------------------------------
 

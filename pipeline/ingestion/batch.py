@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import structlog
 
 from pipeline.errors import is_outage
+from pipeline.governance.ingestion import apply_tracking_plan, record_batch
 from pipeline.ingestion import dedup
 from pipeline.ingestion.elements import elements_to_chain
 from pipeline.ingestion.isolation import ChainCost
@@ -103,6 +104,7 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
 
     rows = _step_6_persons(normalised, records)
     _step_7_store(rows, records, report)
+    record_batch(report.stored_rows)  # definitions and plan violations (docs/governance.md)
     records.save()
     suppressed.save()
     report.dead_lettered = len(records.dead_letters)
@@ -178,6 +180,10 @@ def _steps_2_to_5(
     if suppressed.drops(project.id, raw.get("distinct_id")):
         return None
 
+    # The tracking plan, on what the client sent: before plugins add properties of their own.
+    progress["step"] = "schema"
+    properties = apply_tracking_plan(project.id, raw, event_uuid)
+
     # Step 4: the plugin chain sees the event as plugins know it.
     progress["step"] = "plugins"
     plugin_event = {
@@ -185,7 +191,7 @@ def _steps_2_to_5(
         "event": raw.get("event"),
         "distinct_id": raw["distinct_id"],
         "team_id": project.id,
-        "properties": dict(raw.get("properties") or {}),
+        "properties": properties,
         "timestamp": timestamp.isoformat().replace("+00:00", "Z"),
         "ip": message.get("ip"),
         "now": message["now"],

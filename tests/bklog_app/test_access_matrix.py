@@ -8,6 +8,7 @@ import pytest
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
+from bklog_app.governance.models import EventDefinition
 from bklog_app.models import DeadLetter, Membership, PersonalAPIKey
 from pipeline.ingestion.batch import ingest_messages
 from tests.factories import make_project, make_user_with_key
@@ -82,6 +83,7 @@ def world(project):
         "export_id": export.get("id"),
         "deletion_id": deletion["id"],
         "suppression_id": suppression["id"],
+        "definition_id": EventDefinition.objects.get(project=project, name="e").id,
     }
     assert historical.get("id"), historical
     return {

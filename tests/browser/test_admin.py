@@ -1,7 +1,8 @@
 """The admin in headless Chromium, after logging in through its login form, against real
 Gunicorn: the console pages render with their stylesheets (every one answered 200 text/css, and
 the header has the colour only the admin's CSS gives it), a plugin test run shows its output, a
-dead letter replayed from the list is stored, an export shows its progress bar.
+dead letter replayed from the list is stored, an export shows its progress bar, event
+definitions are listed and an event is checked against a tracking plan.
 
 Full-page screenshots of each page are saved under var/screenshots/ for a person to look at.
 """
@@ -28,6 +29,7 @@ def console(organization, committed) -> dict:
     from django.contrib.auth import get_user_model
 
     from bklog_app.exports.models import ExportJob
+    from bklog_app.governance.models import EventDefinition, TrackingPlan
     from bklog_app.models import DeadLetter
 
     with committed():
@@ -56,7 +58,14 @@ def console(organization, committed) -> dict:
             project=project, requested_by=user, format="csv", after=start, before=start + timedelta(days=1),
             status="running", rows_exported=40, rows_scanned=40, estimated_rows=100,
         )  # fmt: skip
-    yield {"user": user, "project": project, "config_id": config.json()["id"], "letter": letter, "export": export}
+        EventDefinition.objects.create(project=project, name="signed_up")
+        plan = TrackingPlan.objects.create(
+            project=project,
+            mode="observe",
+            events={"signed_up": {"schema": {"properties": {"plan": {"type": "string"}}}}},
+        )
+    yield {"user": user, "project": project, "config_id": config.json()["id"], "letter": letter, "export": export,
+           "plan_id": plan.id}  # fmt: skip
     with committed():
         user.delete()
         get_user_model().objects.filter(memberships__organization=organization).delete()
@@ -80,6 +89,12 @@ def admin(bklog, console) -> dict:
          "form": {"check": ["#result_list input.action-select"], "select": {"select[name=action]": "replay_selected"},
                   "submit": "button[name=index]"}},
         {"name": "admin-exports", "path": "/admin/exports/exportjob/", "expect": ["#result_list progress"]},
+        {"name": "admin-event-definitions", "path": "/admin/governance/eventdefinition/",
+         "expect": ["#result_list tbody tr"]},
+        {"name": "admin-tracking-plan-check", "path": f"/admin/governance/trackingplan/{console['plan_id']}/check/",
+         "expect": ["#id_event"],
+         "form": {"fill": {"#id_event": orjson.dumps({"event": "signed_up", "properties": {"plan": 1}}).decode()},
+                  "submit": "input[type=submit]"}},
     ]  # fmt: skip
     scenario = {
         "base": bklog.url,
@@ -99,7 +114,8 @@ def page_errors(console_errors: list[str]) -> list[str]:
 
 
 PAGES = ["admin-projects", "admin-project-change", "admin-project-events", "admin-plugin-configs",
-         "admin-plugin-test-run", "admin-dead-letters", "admin-exports"]  # fmt: skip
+         "admin-plugin-test-run", "admin-dead-letters", "admin-exports", "admin-event-definitions",
+         "admin-tracking-plan-check"]  # fmt: skip
 
 
 def test_login_through_the_form_opens_the_console(admin, bklog):
