@@ -12,6 +12,7 @@ holds events the source does not (it already took new ones for that month): noth
 and the run fails, for the operator to look at.
 """
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 from django.conf import settings
 
-from pipeline.storage.clickhouse import OUTAGE_ERRORS, make_client
+from pipeline.storage.clickhouse import OUTAGE_ERRORS, OUTAGE_SERVER_CODES, make_client
 from pipeline.storage.events import EVENT_COLUMNS
 
 # The partition key of the events tables (pipeline/storage/migrations/0001_events.py).
@@ -61,6 +62,8 @@ QUERIES: dict[str, tuple[str, dict[str, Any]]] = {
     "copy_month": (COPY_MONTH, {**_EXAMPLE_SOURCE, "month": 202401}),
 }
 
+SOURCE_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:]+\]|[\w.-]+):\d{1,5}")
+
 # Server error codes of a remote() source that does not answer or has no such table:
 # ALL_CONNECTION_TRIES_FAILED, NETWORK_ERROR, SOCKET_TIMEOUT, UNKNOWN_TABLE, UNKNOWN_DATABASE.
 _SOURCE_UNREACHABLE_CODES = frozenset({279, 210, 209, 60, 81})
@@ -97,6 +100,11 @@ def copy_events_to_cluster(
             "CLICKHOUSE_CLUSTER (and CLICKHOUSE_HOST/CLICKHOUSE_ALT_HOSTS) to the cluster's, run "
             "`manage.py migrate_clickhouse`, then run it again."
         )
+    if not SOURCE_ADDRESS.fullmatch(source):
+        raise CopyRefused(
+            f"--source must be HOST:PORT, the old server's native protocol address as the cluster's servers "
+            f"reach it (e.g. clickhouse-old:9000), not {source!r}."
+        )
     params = {
         "source": source,
         "source_database": source_database,
@@ -111,6 +119,12 @@ def copy_events_to_cluster(
             f"(database {source_database}); cluster {cluster}{' (dry run: nothing changes)' if dry_run else ''}."
         )
         results = [_copy_month(client, params, month, rows, dry_run, report) for month, rows in source_months.items()]
+    except ch_errors.ServerException as exc:
+        if exc.code not in OUTAGE_SERVER_CODES:
+            raise
+        raise CopyRefused(_cluster_down(_first_line(exc))) from exc
+    except OUTAGE_ERRORS as exc:
+        raise CopyRefused(_cluster_down(str(exc))) from exc
     finally:
         client.disconnect()
     conflicts = [str(result.month) for result in results if result.decision == "conflict"]
@@ -135,8 +149,6 @@ def _source_months(client: Client, params: dict[str, Any]) -> dict[int, int]:
             "--source-database names the source's database, and that CLICKHOUSE_USER/CLICKHOUSE_PASSWORD are "
             f"valid there too. ClickHouse said: {_first_line(exc)}"
         ) from exc
-    except OUTAGE_ERRORS as exc:
-        raise CopyRefused(f"the cluster's ClickHouse does not answer: {exc}") from exc
 
 
 def _copy_month(
@@ -177,6 +189,13 @@ def _copy_month(
         )
     report(f"{month}: copied {copied:,} events in {seconds:.1f} s ({copied / max(seconds, 1e-6):,.0f} events/s).")
     return MonthCopy(month, source_rows, cluster_rows, decision, copied, seconds)
+
+
+def _cluster_down(detail: str) -> str:
+    return (
+        "a ClickHouse server of the cluster did not answer: run the command again once every shard answers; "
+        f"months already copied are skipped and a month cut short is copied again. ClickHouse said: {detail}"
+    )
 
 
 def _first_line(exc: ch_errors.ServerException) -> str:

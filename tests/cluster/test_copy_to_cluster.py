@@ -234,3 +234,32 @@ def test_refuses_without_a_cluster(settings):
         "CLICKHOUSE_CLUSTER (and CLICKHOUSE_HOST/CLICKHOUSE_ALT_HOSTS) to the cluster's, run "
         "`manage.py migrate_clickhouse`, then run it again."
     )
+
+
+@pytest.mark.parametrize("bad", ["clickhouse-old", "clickhouse-old:", ":9000", "h:9000;DROP", ""])
+def test_refuses_a_source_that_is_not_host_and_port(bad):
+    with pytest.raises(CommandError) as raised:
+        copy("--source", bad)
+    assert str(raised.value) == (
+        "--source must be HOST:PORT, the old server's native protocol address as the cluster's servers reach it "
+        f"(e.g. clickhouse-old:9000), not {bad!r}."
+    )
+
+
+def test_stops_saying_to_run_again_when_a_shard_does_not_answer(source):
+    """Both replicas of shard 2 down: the cluster cannot count a month, and the run stops, saying
+    what to do, with nothing changed."""
+    shard_2 = [node.server for node in SERVERS["cluster"].clickhouse if node.shard == 2]
+    for server in shard_2:
+        server.stop()
+    try:
+        with pytest.raises(CommandError) as raised:
+            copy("--source", f"127.0.0.1:{source.port}")
+    finally:
+        for server in shard_2:
+            server.start()
+    assert str(raised.value).startswith(
+        "a ClickHouse server of the cluster did not answer: run the command again once every shard answers; "
+        "months already copied are skipped and a month cut short is copied again. ClickHouse said: "
+    )
+    assert cluster_months() == {**MONTHS, 201102: 1_101}
