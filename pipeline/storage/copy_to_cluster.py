@@ -193,8 +193,9 @@ def _copy_month(
 
 def _cluster_down(detail: str) -> str:
     return (
-        "a ClickHouse server of the cluster did not answer: run the command again once every shard answers; "
-        f"months already copied are skipped and a month cut short is copied again. ClickHouse said: {detail}"
+        "a ClickHouse server did not answer (a shard of the cluster, or the source): run the command again once "
+        "they all answer; months already copied are skipped and a month cut short is copied again. "
+        f"ClickHouse said: {detail}"
     )
 
 

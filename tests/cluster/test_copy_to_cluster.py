@@ -259,7 +259,8 @@ def test_stops_saying_to_run_again_when_a_shard_does_not_answer(source):
         for server in shard_2:
             server.start()
     assert str(raised.value).startswith(
-        "a ClickHouse server of the cluster did not answer: run the command again once every shard answers; "
-        "months already copied are skipped and a month cut short is copied again. ClickHouse said: "
+        "a ClickHouse server did not answer (a shard of the cluster, or the source): run the command again once "
+        "they all answer; months already copied are skipped and a month cut short is copied again. "
+        "ClickHouse said: "
     )
     assert cluster_months() == {**MONTHS, 201102: 1_101}
