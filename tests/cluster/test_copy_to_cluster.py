@@ -145,7 +145,7 @@ def test_copy_keeps_every_event_as_it_was_sharded_by_person_then_a_second_run_sk
 
     persons_by_shard: dict[int, set[str]] = {}
     for node in SERVERS["cluster"].clickhouse:
-        if node.replica == 1:  # the replica the copy wrote to
+        if node.replica == 1:  # the one the copy writes to (load_balancing in_order)
             held = on_node(
                 node, "SELECT DISTINCT toString(person_id) FROM events_local WHERE team_id = %(t)s", {"t": TEAM}
             )
