@@ -8,8 +8,8 @@
 #
 # Cluster mode (docs/operations.md#the-deployment-files-in-cluster-mode): the same job, with these
 # keys in Consul KV (REDIS_URL and CELERY_BROKER_URL in Vault if the Sentinels need a password).
-# CHANGE the hosts to yours: ClickHouse's first replica of each shard first, in the same order for
-# every allocation; CLICKHOUSE_CLUSTER is the cluster's name in the servers' remote_servers.
+# CHANGE the hosts to yours: the ClickHouse servers as in their remote_servers (shard by shard),
+# the same order for every allocation; CLICKHOUSE_CLUSTER is that cluster's name.
 #   consul kv put bklog/config/CLICKHOUSE_CLUSTER bklog
 #   consul kv put bklog/config/CLICKHOUSE_HOST clickhouse-s1r1.service.consul
 #   consul kv put bklog/config/CLICKHOUSE_ALT_HOSTS clickhouse-s1r2.service.consul:9000,clickhouse-s2r1.service.consul:9000,clickhouse-s2r2.service.consul:9000
