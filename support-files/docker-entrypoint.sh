@@ -2,7 +2,7 @@
 # The image's entrypoint. One role per container, or `all` for everything under supervisord:
 #   web               Gunicorn (gunicorn_config.py), registers in Consul when CONSUL_ENABLED=true
 #   worker <role>     a Celery worker: all, ingestion, async, scheduler, or one queue name
-#   beat              the Celery beat scheduler (run exactly one)
+#   beat              the Celery beat scheduler (several may run: the one holding the Redis lease sends)
 #   migrate           Django and ClickHouse migrations, then exit
 #   all               web, one worker per queue and beat under supervisord
 # Anything else is run as a command (e.g. `python manage.py createsuperuser`).

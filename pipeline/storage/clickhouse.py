@@ -39,7 +39,8 @@ OUTAGE_ERRORS = (
 OUTAGE_SERVER_CODES = frozenset({209, 210, 159, 225, 242, 279, 285, 319, 369, 999, 1000})
 
 
-def make_client(database: str | None = None) -> Client:
+def make_client(database: str | None = None, timeout: float | None = None) -> Client:
+    """A new client; `timeout` (seconds) for a query that may run long, instead of the usual."""
     return Client(
         host=settings.CLICKHOUSE_HOST,
         port=settings.CLICKHOUSE_PORT,
@@ -50,7 +51,7 @@ def make_client(database: str | None = None) -> Client:
         verify=bool(settings.CLICKHOUSE_CA) or settings.CLICKHOUSE_SECURE,
         ca_certs=settings.CLICKHOUSE_CA or None,
         connect_timeout=settings.CLICKHOUSE_TIMEOUT_SECONDS,
-        send_receive_timeout=max(settings.CLICKHOUSE_TIMEOUT_SECONDS, 30),
+        send_receive_timeout=timeout or max(settings.CLICKHOUSE_TIMEOUT_SECONDS, 30),
         sync_request_timeout=settings.CLICKHOUSE_TIMEOUT_SECONDS,
         client_name="bklog",
         alt_hosts=settings.CLICKHOUSE_ALT_HOSTS or None,

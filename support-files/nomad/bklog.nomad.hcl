@@ -1,10 +1,25 @@
 # bklog on Nomad: the web tier (registered in Consul by Nomad, checked on /health/ready and
-# scaled by the Nomad Autoscaler), one group per worker role, and exactly one beat.
+# scaled by the Nomad Autoscaler), one group per worker role, and two beats of which one sends.
 #
 #   nomad job run -var image=registry.example.com/bklog:0.1.0 support-files/nomad/bklog.nomad.hcl
 #
 # Configuration comes from Consul KV / Vault through the `template` blocks; adjust the paths.
 # Nomad registers the services itself, so Gunicorn's own Consul registration is off here.
+#
+# Cluster mode (docs/operations.md#the-deployment-files-in-cluster-mode): the same job, with these
+# keys in Consul KV (REDIS_URL and CELERY_BROKER_URL in Vault if the Sentinels need a password).
+# CHANGE the hosts to yours: the ClickHouse servers as in their remote_servers (shard by shard),
+# the same order for every allocation; CLICKHOUSE_CLUSTER is that cluster's name.
+#   consul kv put bklog/config/CLICKHOUSE_CLUSTER bklog
+#   consul kv put bklog/config/CLICKHOUSE_HOST clickhouse-s1r1.service.consul
+#   consul kv put bklog/config/CLICKHOUSE_ALT_HOSTS clickhouse-s1r2.service.consul:9000,clickhouse-s2r1.service.consul:9000,clickhouse-s2r2.service.consul:9000
+#   consul kv put bklog/config/REDIS_URL 'sentinel://sentinel-1.service.consul:26379;sentinel://sentinel-2.service.consul:26379;sentinel://sentinel-3.service.consul:26379/0'
+#   consul kv put bklog/config/CELERY_BROKER_URL 'sentinel://sentinel-1.service.consul:26379;sentinel://sentinel-2.service.consul:26379;sentinel://sentinel-3.service.consul:26379/0'
+#   consul kv put bklog/config/REDIS_SENTINEL_MASTER bklog
+#   consul kv put bklog/config/REDIS_WAIT_REPLICAS 1
+# Then `migrate` (the web group's prestart task) creates the replicated tables ON CLUSTER;
+# copy a single server's events in once with `manage.py copy_events_to_cluster`
+# (docs/operations.md#growing-from-one-node-to-the-cluster).
 
 variable "image" {
   type    = string
@@ -404,9 +419,14 @@ job "bklog" {
   }
 
   group "beat" {
-    # Exactly one scheduler: every periodic task also takes a Redis lock, so a second beat
-    # during a deployment cannot double-run anything.
-    count = 1
+    # Two, on different clients where there are: the one holding the Redis lease sends the
+    # schedule (bklog_app/beat_leader.py), the other takes over within BEAT_LEADER_TTL_SECONDS
+    # when it is lost. Every periodic task also takes a Redis lock, so nothing runs twice.
+    count = 2
+
+    spread {
+      attribute = "${node.unique.id}"
+    }
 
     update {
       max_parallel = 1
