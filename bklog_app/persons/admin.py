@@ -3,19 +3,9 @@ here, which delete their events too (and may suppress their distinct ids: docs/p
 
 from django.contrib import admin
 
+from bklog_app.admin_base import ReadOnlyAdmin
 from bklog_app.persons.models import Person, PersonDistinctId
 from bklog_app.privacy import service
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class DistinctIdInline(admin.TabularInline):

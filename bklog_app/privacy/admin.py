@@ -3,23 +3,13 @@ the lift of a suppression as actions. Requests are made over the API or from the
 
 from django.contrib import admin, messages
 
+from bklog_app.admin_base import ReadOnlyAdmin
 from bklog_app.privacy import service
 from bklog_app.privacy.models import DeletionRequest, Suppression
 
 
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
 @admin.register(DeletionRequest)
-class DeletionRequestAdmin(ReadOnly):
+class DeletionRequestAdmin(ReadOnlyAdmin):
     list_display = [
         "id", "project", "kind", "status", "dry_run_count", "rows_affected", "progress", "requested_by", "created_at",
         "finished_at",
@@ -40,7 +30,7 @@ class DeletionRequestAdmin(ReadOnly):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(ReadOnly):
+class SuppressionAdmin(ReadOnlyAdmin):
     list_display = ["distinct_id", "project", "reason", "events_dropped", "last_dropped_at", "created_at", "lifted_at"]
     list_filter = ["project", ("lifted_at", admin.EmptyFieldListFilter)]
     search_fields = ["distinct_id"]
