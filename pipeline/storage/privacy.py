@@ -65,6 +65,7 @@ QUERIES: dict[str, tuple[str, dict[str, Any]]] = {
     "delete_person_events": (DELETE_PERSON_EVENTS.format(target="events"), {**_PERSON_EXAMPLE, "marker": "m:1:"}),
     "delete_filter_events": (DELETE_FILTER_EVENTS.format(target="events"), {**_FILTER_EXAMPLE, "marker": "m:2:"}),
     "mutation_status": (MUTATION_STATUS, {"table": "events", "marker": "m:1:"}),
+    "cluster_servers": (CLUSTER_SERVERS, {"cluster": "bklog"}),
 }
 
 

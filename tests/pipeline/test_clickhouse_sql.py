@@ -12,7 +12,7 @@ from pipeline.storage import events as event_store
 from pipeline.storage import privacy as privacy_store
 from pipeline.storage.clickhouse import execute
 from pipeline.storage.events import EventRow, insert_events
-from pipeline.storage.migrate import MIGRATIONS_TABLE, migration_names, operations
+from pipeline.storage.migrate import CLUSTER_MIGRATIONS_TABLE, MIGRATIONS_TABLE, migration_names, operations
 
 
 def render(sql: str, params: dict) -> str:
@@ -37,6 +37,16 @@ def test_migrations_run_on_current_clickhouse(chdb_session):
             chdb_session.query(sql)  # idempotent: a second run changes nothing
     tables = str(chdb_session.query("SHOW TABLES FROM bklog", "CSV"))
     assert "events" in tables
+
+
+def test_cluster_migrations_parse_on_current_clickhouse(chdb_session):
+    """ON CLUSTER DDL needs a cluster to run (the cluster pass runs it on 18.16); a current
+    ClickHouse can still check that it parses."""
+    statements = [CLUSTER_MIGRATIONS_TABLE.format(database="bklog", cluster="bklog")]
+    for name in migration_names():
+        statements += operations(name, "bklog", cluster="bklog")
+    for sql in statements:
+        assert "CreateQuery" in str(chdb_session.query("EXPLAIN AST " + sql, "CSV"))
 
 
 @pytest.mark.parametrize("name", sorted(event_store.QUERIES))
