@@ -57,8 +57,9 @@ class ClusterPorts:
     web: tuple[int, int]  # node a, node b
 
 
-# `make cluster`'s: beside `make run` (8000, 6379, 9000, 5432), the bench and the fault suite.
-MAKE_CLUSTER_PORTS = ClusterPorts(stores=37100, postgres=37130, web=(8001, 8002))
+# `make cluster`'s: beside `make run` (8000, 6379, 9000, 5432), the bench and the fault suite, and
+# below the kernel's ephemeral ports (32768 and up), which any client's connection may be holding.
+MAKE_CLUSTER_PORTS = ClusterPorts(stores=30100, postgres=30130, web=(8001, 8002))
 
 
 def _children(pid: int) -> list[int]:
@@ -93,11 +94,12 @@ def _alive(pid: int) -> bool:
 
 
 class ClusterStack:
-    def __init__(self, var: Path, ports: ClusterPorts, app_env: dict[str, str] | None = None) -> None:
-        """`app_env`: settings the app nodes get on top of the cluster's (the suites' own)."""
+    def __init__(self, var: Path, ports: ClusterPorts, *, store_autorestart: bool = True) -> None:
+        """`store_autorestart`: supervisord starts a store that died again (off for the fault
+        suite, which restarts them itself)."""
         self.var = Path(var).absolute()
         self.ports = ports
-        self.app_env = app_env or {}
+        self.store_autorestart = store_autorestart
         self.stores = ClusterStores(self.var / "stores", base_port=ports.stores)
         self.postgres = PostgresServer(self.var / "stores" / "postgres", port=ports.postgres)
         self.started_here = False
@@ -151,7 +153,6 @@ class ClusterStack:
         )
         # Node a asks shard 1 first, node b shard 2: the first hop of reads and inserts is spread.
         env.update(self.stores.env(first_clickhouse=(index * self.stores.replicas) % len(self.stores.clickhouse)))
-        env.update(self.app_env)
         return env
 
     def env(self) -> dict[str, str]:
@@ -170,6 +171,10 @@ class ClusterStack:
             database=database,
             connect_timeout=3,
         )
+
+    def clickhouse_at(self, port: int, database: str = DATABASE) -> Client:
+        """A client of that one server (its own `events_local`, `system.replicas`)."""
+        return Client(host=LOOPBACK, port=port, database=database, connect_timeout=3)
 
     def sentinel(self) -> Sentinel:
         return Sentinel([(LOOPBACK, s.port) for s in self.stores.sentinels], socket_timeout=1, socket_connect_timeout=1)
@@ -317,7 +322,7 @@ class ClusterStack:
         )
 
     def programs(self) -> dict[str, int]:
-        """Running programs of every supervisord -> pid: `<node>/<program>` for the nodes'."""
+        """Running programs of every supervisord -> pid: `<program>@<node>` for the nodes'."""
         out = {}
         for line in self.stores_ctl("status", check=False).stdout.splitlines():
             parts = line.split()
@@ -327,7 +332,7 @@ class ClusterStack:
             for line in self.node_ctl(node, "status", check=False).stdout.splitlines():
                 parts = line.split()
                 if len(parts) > 3 and parts[1] == "RUNNING":
-                    out[f"{node}/{parts[0].split(':')[-1]}"] = int(parts[3].rstrip(","))
+                    out[f"{parts[0].split(':')[-1]}@{node}"] = int(parts[3].rstrip(","))
         return out
 
     def versions(self) -> dict[str, str]:
@@ -359,7 +364,7 @@ class ClusterStack:
                 f"command={shlex.join(command)}",
                 f"directory={server.data_dir}",
                 f"autostart={str(autostart).lower()}",
-                "autorestart=true",
+                f"autorestart={str(self.store_autorestart).lower()}",
                 f"priority={priority}",
                 "startsecs=1",
                 "startretries=20",
