@@ -170,12 +170,15 @@ class FaultRunner:
         while not self._held_uuids() and time.monotonic() < deadline:
             time.sleep(0.1)
 
+    def _unacked_messages(self) -> list[bytes]:
+        return self.stack.redis().hvals("unacked")
+
     def _held_uuids(self) -> set[str]:
         """The measured project's events in the ingestion messages left unacknowledged in the
         broker, read right after the kill: the killed worker's, it being the queue's only
         consumer (kombu keeps {delivery tag: [message, exchange, routing key]} in `unacked`)."""
         uuids: set[str] = set()
-        for value in self.stack.redis().hvals("unacked"):
+        for value in self._unacked_messages():
             envelope, _exchange, routing_key = orjson.loads(value)
             if isinstance(envelope, str):
                 envelope = orjson.loads(envelope)
