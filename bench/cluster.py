@@ -37,6 +37,7 @@ import redis
 from clickhouse_driver import Client
 from redis.sentinel import Sentinel
 
+from bench.processes import children_by_parent
 from bench.stack import DATABASE, LOOPBACK, ROOT, api_request
 from devservers import PostgresServer
 from devservers.cluster import SENTINEL_MASTER, ClusterStores
@@ -62,25 +63,12 @@ class ClusterPorts:
 MAKE_CLUSTER_PORTS = ClusterPorts(stores=30100, postgres=30130, web=(8001, 8002))
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            out.append(int(entry.name))
-    return out
-
-
 def descendants(pid: int) -> list[int]:
     """Every process below `pid`, children before grandchildren."""
+    tree = children_by_parent()
     out, level = [], [pid]
     while level:
-        level = [child for parent in level for child in _children(parent)]
+        level = [child for parent in level for child in tree.get(parent, [])]
         out += level
     return out
 
@@ -262,13 +250,6 @@ class ClusterStack:
         except (OSError, ValueError):
             return None
         return pid if _alive(pid) else None
-
-    def restart_app(self, log=print) -> None:
-        for node in NODES:
-            log(f"node {node}: restarting the web process, the workers and beat")
-            self.node_ctl(node, "restart", "all")
-        for node in NODES:
-            self.wait_for_web(node)
 
     def stop(self, log=print) -> None:
         """Both nodes (their workers finish their tasks), then the stores."""
