@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(REQS_HASH)
 BROWSER := tests/browser
 NODE_STAMP := $(BROWSER)/node_modules/.installed-$(shell cat $(BROWSER)/package-lock.json | md5sum | cut -c1-12)
 
-.PHONY: run test stop status image logs deps system-deps python-deps browser-deps lint format chaos bench
+.PHONY: run test stop status image logs deps system-deps python-deps browser-deps lint format chaos bench cluster cluster-stop cluster-status
 
 run: system-deps python-deps
 	@bash support-files/dev/make-run.sh
@@ -21,6 +21,17 @@ stop:
 
 status:
 	@bash support-files/supervisorctl.sh status || true
+
+# The cluster topology on this machine (docs/operations.md#cluster-mode): 2 shards x 2 replicas of
+# ClickHouse, ZooKeeper, Redis master + replica + 3 Sentinels, PostgreSQL, app nodes a and b.
+cluster: system-deps python-deps
+	@bash support-files/dev/make-cluster.sh
+
+cluster-stop:
+	@$(BIN)/python -m bench.cluster stop
+
+cluster-status:
+	@$(BIN)/python -m bench.cluster status
 
 image: python-deps
 	@bash support-files/build-image.sh

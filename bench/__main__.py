@@ -17,7 +17,7 @@ from bench.processes import RssSampler
 from bench.scenarios import SCENARIOS, Sizes, prepare
 from bench.stack import VAR, Stack
 
-ALL = ("single", "batch", "lag", "isolation", "governance", "deletion", "naive", "clickhouse_raw", "rss")
+ALL = ("single", "batch", "lag", "isolation", "governance", "deletion", "naive", "clickhouse_raw", "cluster", "rss")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 

@@ -106,6 +106,14 @@ SECTIONS: dict[str, tuple[str, dict[str, Extractor]]] = {
         },
     ),
     "clickhouse_raw": ("clickhouse_raw", {"events_per_s": lambda run: run.get("events_per_s")}),
+    "e2e_cluster": (
+        "cluster",
+        {
+            "events_per_s": lambda run: run.get("events_per_s"),
+            "single_node_events_per_s": lambda run: run.get("single_node_events_per_s"),
+            "cluster_over_single": lambda run: run.get("cluster_over_single"),
+        },
+    ),
 }
 
 

@@ -16,6 +16,9 @@ governance      the `batch` load twice, persons on and no plugins: with no track
                 with a 20-event plan enforced (docs/governance.md); events/s and ingestion CPU
                 per event of each, and the plan's cost in %.
 naive           the same events as `batch` through the naive pipeline (bench/naive_tasks.py).
+cluster         `batch` on this one node, then on the cluster topology (bench/cluster.py: 2x2
+                ClickHouse, Redis Sentinel, app nodes a and b, half the requests to each), from
+                one run: the cluster's end-to-end events/s beside one node's.
 clickhouse_raw  the limit: clickhouse-driver columnar INSERTs of such rows into a scratch table.
 rss             the peak RSS of every process (sampled during all the others).
 
@@ -37,10 +40,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import payloads, wrk
+from bench.cluster import ClusterPorts, ClusterStack
 from bench.loadgen import LoadResult, LoadSpec, build_post, run_in_subprocess, write_requests
 from bench.processes import cpu_seconds
 from bench.stack import LOOPBACK, ROOT, Stack, api_request
-from bench.stats import percentile
+from bench.stats import latency_summary, percentile
 
 RATES = (500, 1000, 2000)
 BATCH_SIZE = 100
@@ -88,7 +92,7 @@ class Sizes:
 
 @dataclass
 class Context:
-    stack: Stack
+    stack: Stack | ClusterStack
     key: str
     organization_id: int
     sizes: Sizes
@@ -153,9 +157,10 @@ def _send(
     connections=32,
     max_seconds=120.0,
     record=False,
+    port: int | None = None,
 ) -> LoadResult:
     requests_path = ctx.workdir / f"{label}.requests"
-    port = ctx.stack.ports.web
+    port = port or ctx.stack.ports.web
     write_requests(requests_path, (build_post(LOOPBACK, port, path, body) for body in bodies))
     spec = LoadSpec(
         host=LOOPBACK,
@@ -275,11 +280,62 @@ def single(ctx: Context, run: int) -> dict:
 # -- batch ----------------------------------------------------------------------------------
 
 
+def _send_to_nodes(ctx: Context, label: str, bodies: list[bytes], path: str, **options) -> LoadResult:
+    """`_send` to every app node of a cluster at once, the bodies dealt in turn, each node from a
+    load generator of its own; one node's stack gets them all."""
+    if not isinstance(ctx.stack, ClusterStack):
+        return _send(ctx, label, bodies, path, **options)
+    ports = ctx.stack.web_ports
+    options["connections"] = max(1, options.get("connections", 32) // len(ports))
+    results: list[LoadResult] = []
+    threads = [
+        threading.Thread(
+            target=lambda n=n, port=port: results.append(
+                _send(ctx, f"{label}-{n}", bodies[n :: len(ports)], path, port=port, **options)
+            )
+        )
+        for n, port in enumerate(ports)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if len(results) != len(ports):
+        raise RuntimeError(f"{label}: a load generator failed; its stderr is above")
+    started = min(r.started_at for r in results)
+    wall = max(r.started_at + r.wall_s for r in results) - started
+    statuses: dict[str, int] = {}
+    for result in results:
+        for status, count in result.statuses.items():
+            statuses[status] = statuses.get(status, 0) + count
+    ok = sum(r.ok for r in results)
+    latencies = [ms for r in results for ms in r.latencies_ms]
+    return LoadResult(
+        label=label,
+        offered_rps=None,
+        requests=sum(r.requests for r in results),
+        sent=sum(r.sent for r in results),
+        completed=sum(r.completed for r in results),
+        ok=ok,
+        errors=sum(r.errors for r in results),
+        unfinished=sum(r.unfinished for r in results),
+        retries=sum(r.retries for r in results),
+        statuses=statuses,
+        wall_s=round(wall, 3),
+        achieved_rps=round(ok / wall, 1) if wall else 0.0,
+        cpu_s=sum(r.cpu_s for r in results),
+        cpu_percent=sum(r.cpu_percent for r in results),
+        latencies_ms=latencies,
+        started_at=started,
+        **latency_summary(latencies),
+    )
+
+
 def _warm_up(ctx: Context, project_id: int, token: str, tag: str) -> None:
     """Create a person for each known distinct id (through capture, as a client would)."""
     events = payloads.warm_up_events(tag)
     bodies = [payloads.batch_body(token, events[i : i + BATCH_SIZE]) for i in range(0, len(events), BATCH_SIZE)]
-    result = _send(ctx, "warm-up", bodies, "/batch/", connections=2)
+    result = _send_to_nodes(ctx, "warm-up", bodies, "/batch/", connections=2)
     if result.ok != len(bodies):
         raise RuntimeError(f"warm-up: {result.ok} of {len(bodies)} batch requests accepted ({result.statuses})")
     wait_for_count(ctx, project_id, len(events))
@@ -294,7 +350,7 @@ def batch(ctx: Context, run: int) -> dict:
     bodies = [payloads.batch_body(token, events[i : i + BATCH_SIZE]) for i in range(0, count, BATCH_SIZE)]
     ctx.log(f"  {len(bodies)} batch requests of {BATCH_SIZE} events, 4 connections")
     meter = CpuMeter(ctx)
-    result = _send(ctx, "batch", bodies, "/batch/", connections=4, max_seconds=120)
+    result = _send_to_nodes(ctx, "batch", bodies, "/batch/", connections=4, max_seconds=120)
     accepted = result.ok * BATCH_SIZE
     seen_at, stored = wait_for_count(ctx, project_id, payloads.KNOWN_IDS + accepted)
     stored -= payloads.KNOWN_IDS
@@ -913,6 +969,51 @@ def clickhouse_raw(ctx: Context, run: int) -> dict:
     return out
 
 
+# -- cluster --------------------------------------------------------------------------------
+
+BENCH_CLUSTER_PORTS = ClusterPorts(stores=32100, postgres=32130, web=(18001, 18002))
+
+
+def cluster(ctx: Context, run: int) -> dict:
+    """`batch` on this node, then on the cluster (started under var/bench-cluster/ unless it runs,
+    and stopped after unless it ran): the same events, the same plugin chain and persons, each
+    node's load generator sending half the requests with 2 connections (4 in all, as on one node).
+
+    On one 2-core machine the cluster can only be slower: the same cores now also run 4 ClickHouse
+    servers, ZooKeeper, 2 Redis, 3 Sentinels and two nodes' processes, every INSERT waits for both
+    shards (insert_distributed_sync) and each capture for a Redis replica (WAIT). The figure proves
+    the topology carries the load end to end, not that it scales."""
+    ctx.log("  one node (the bench stack)")
+    single = batch(ctx, run)
+    stack = ClusterStack(ctx.stack.var.parent / "bench-cluster", BENCH_CLUSTER_PORTS)
+    started_here = not stack.is_running()
+    stack.ensure_running(ctx.log)
+    try:
+        ctx.log("  the cluster: 2 shards x 2 replicas, Redis Sentinel, app nodes a and b")
+        on_cluster = batch(prepare(stack, ctx.sizes, ctx.workdir, ctx.log), run)
+        topology = stack.versions()
+    finally:
+        if started_here:
+            stack.stop(ctx.log)
+    ratio = (
+        round(on_cluster["events_per_s"] / single["events_per_s"], 3)
+        if on_cluster.get("events_per_s") and single.get("events_per_s")
+        else None
+    )
+    ctx.log(
+        f"    cluster {on_cluster.get('events_per_s')} events/s end to end, one node {single.get('events_per_s')} "
+        f"events/s (x{ratio})"
+    )
+    return {
+        "events_per_s": on_cluster.get("events_per_s"),
+        "single_node_events_per_s": single.get("events_per_s"),
+        "cluster_over_single": ratio,
+        "topology": topology,
+        "cluster": on_cluster,
+        "single_node": single,
+    }
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
@@ -926,4 +1027,5 @@ SCENARIOS: dict[str, Callable[[Context, int], dict]] = {
     "governance": governance,
     "naive": naive,
     "clickhouse_raw": clickhouse_raw,
+    "cluster": cluster,
 }

@@ -1,4 +1,5 @@
-"""python -m chaos --mode full|ci [--keep]: see chaos/__init__.py and docs/reliability.md."""
+"""python -m chaos --mode full|ci [--topology single|cluster] [--keep]: see chaos/__init__.py and
+docs/reliability.md."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bench.cluster import NODES
 from bench.stack import LOOPBACK
 from chaos import report, verify
+from chaos.cluster_faults import ClusterFaultRunner, cluster_schedule
 from chaos.driver import CONNECTION_ERROR, Outcome, drive
 from chaos.faults import FaultRunner, schedule
-from chaos.stack import WORKER_PROGRAMS, ChaosStack, prepare, suite_settings
+from chaos.stack import WORKER_PROGRAMS, ChaosClusterStack, ChaosStack, prepare, suite_settings
 from chaos.traffic import bad_requests, fuzz_requests, valid_requests
 
 
@@ -57,6 +60,13 @@ def mixed(valid, bad, every: int):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--mode", choices=sorted(MODES), default="ci")
+    parser.add_argument(
+        "--topology",
+        choices=("single", "cluster"),
+        default="single",
+        help="one node (var/chaos/), or the cluster: 2x2 ClickHouse, Redis Sentinel, app nodes a and b "
+        "(var/chaos-cluster/)",
+    )
     parser.add_argument("--keep", action="store_true", help="leave the chaos stack running afterwards")
     args = parser.parse_args(argv)
     mode = MODES[args.mode]
@@ -65,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     # The driver logs a traceback per refused connection while the stores start or are down.
     logging.getLogger("clickhouse_driver").setLevel(logging.CRITICAL)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    stack = ChaosStack()
+    stack = ChaosClusterStack() if args.topology == "cluster" else ChaosStack()
     try:
         stack.ensure_running(log)
         return run(stack, args.mode, mode, stamp)
@@ -74,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
             stack.stop(log)
 
 
-def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
+def run(stack: ChaosStack | ChaosClusterStack, mode_name: str, mode: Mode, stamp: str) -> int:
+    cluster = isinstance(stack, ChaosClusterStack)
     setup = prepare(stack, stamp)
-    port = stack.ports.web
+    port = stack.web_ports[0]
     log(
-        f"chaos ({mode_name}): project {setup.project_id}, "
-        f"{mode.requests_per_second * mode.events_per_request:g} events/s"
+        f"chaos ({mode_name}, {'cluster' if cluster else 'single'}): project {setup.project_id}, "
+        f"{mode.requests_per_second * mode.events_per_request:g} events/s to port(s) {stack.web_ports}"
     )
     bad = bad_requests(LOOPBACK, port, setup.fuzz_token) + fuzz_requests(
         LOOPBACK, port, setup.fuzz_token, mode.hypothesis_examples
@@ -101,11 +112,12 @@ def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
             accepted.add(uuid)
 
     stop = threading.Event()
-    runner = FaultRunner(stack, setup.project_id, setup.token, mode.gap, on_probe)
+    runner = (ClusterFaultRunner if cluster else FaultRunner)(stack, setup.project_id, setup.token, mode.gap, on_probe)
+    faults_in_turn = cluster_schedule(mode_name, stack) if cluster else schedule(mode_name)
 
     def faults() -> None:
         try:
-            runner.run(schedule(mode_name), stop, log)
+            runner.run(faults_in_turn, stop, log)
         finally:
             time.sleep(mode.gap)
             stop.set()
@@ -114,7 +126,7 @@ def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
     thread.start()
     drive(
         LOOPBACK,
-        port,
+        stack.web_ports,
         requests,
         rate=mode.requests_per_second,
         stop=stop,
@@ -126,9 +138,10 @@ def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
 
     log(f"load done: {len(outcomes)} requests, {len(accepted)} events accepted; draining")
     drained = verify.drain(stack, setup.project_id, accepted, stall=120, timeout=900, log=log)
-    comparison = verify.compare(
-        accepted, verify.stored_counts(stack, setup.project_id), verify.dead_letters(stack, setup.project_id)
-    )
+    # Counted on `events` (on the cluster the Distributed table over every shard) without FINAL:
+    # every stored row, merged away or not yet, so a uuid stored twice counts twice.
+    counts = verify.stored_counts(stack, setup.project_id)
+    comparison = verify.compare(accepted, counts, verify.dead_letters(stack, setup.project_id))
     windows = [(r.started_at, r.recovered_at or time.time()) for r in runner.results if r.outage]
     unexpected = verify.unexpected_server_errors(((o.sent_at, o.answered_at, o.status) for o in outcomes), windows)
     statuses = Counter(str(o.status) for o in outcomes)
@@ -139,12 +152,15 @@ def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
         for r in runner.results
         if r.held_events is not None
     }
-    running = stack.ctl("status", check=False).stdout
-    stuck = [
-        name
-        for name, program in WORKER_PROGRAMS.items()
-        if f"{program.split(':')[1]} " not in running or "RUNNING" not in _line(running, program)
-    ]
+    stuck = (
+        [
+            f"node {node}: {name}"
+            for node in NODES
+            for name in _stuck(stack.node_ctl(node, "status", check=False).stdout)
+        ]
+        if cluster
+        else _stuck(stack.ctl("status", check=False).stdout)
+    )
     stuck += [
         f"queue {queue}: {depth}"
         for queue, depth in depths.items()
@@ -153,12 +169,17 @@ def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
 
     result = {
         "mode": mode_name,
+        "topology": "cluster" if cluster else "single",
         "accepted": comparison.accepted,
         "stored": comparison.stored,
         "dead_lettered": comparison.dead_lettered,
         "lost": len(comparison.lost),
         "duplicated": len(comparison.duplicated),
+        "stored_rows": sum(counts.values()),
+        "stored_distinct_uuids": len(counts),
+        "duplicates_counted_on": "events, GROUP BY uuid without FINAL: rows not yet merged away count",
         "faults": {r.name: r.recovery_seconds for r in runner.results},
+        "fault_details": getattr(runner, "details", {}),
         # From a worker's SIGKILL to the last event it held being stored (chaos/faults.py).
         "recovery_s_after_worker_kill": report.worker_kill_recovery(kills),
         "worker_kills": kills,
@@ -187,7 +208,7 @@ def run(stack: ChaosStack, mode_name: str, mode: Mode, stamp: str) -> int:
             "unexpected_5xx": unexpected[:20],
         },
     }
-    path = report.write(result, stamp)
+    path = report.write(result, f"cluster-{stamp}" if cluster else stamp)
     log("")
     log(report.table(result))
     log(f"\nwritten to {path}")
@@ -203,6 +224,15 @@ def _exit_on_signal(signum, _frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(128 + signum)
+
+
+def _stuck(running: str) -> list[str]:
+    """Worker programs that a supervisorctl status does not show RUNNING."""
+    return [
+        name
+        for name, program in WORKER_PROGRAMS.items()
+        if f"{program.split(':')[1]} " not in running or "RUNNING" not in _line(running, program)
+    ]
 
 
 def _line(status: str, program: str) -> str:

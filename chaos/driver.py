@@ -1,14 +1,17 @@
 """The load driver: open loop (request i is due at start + i / rate, whatever happened to the
 earlier ones), over a few keep-alive connections, recording the status and answer time of every
 request. bench/loadgen.py counts statuses but does not keep them per request, which the checks
-need (which uuids got a 200; when each 5xx came), hence this small driver of its own."""
+need (which uuids got a 200; when each 5xx came), hence this small driver of its own.
+
+Given several ports (the cluster's app nodes), it spreads the requests over them in turn and, as a
+load balancer does, sends a request that met a connection error to the next node."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from chaos.traffic import Request
@@ -57,9 +60,26 @@ async def _exchange(host: str, port: int, conn, raw: bytes, timeout: float):
     return CONNECTION_ERROR, None
 
 
+async def _balanced(host: str, ports: Sequence[int], first: int, idle: dict, raw: bytes, timeout: float) -> int:
+    """Send on the node `first` picks; on a connection error, on each of the others in turn."""
+    status = CONNECTION_ERROR
+    for step in range(len(ports)):
+        port = ports[(first + step) % len(ports)]
+        conn = idle[port].pop() if idle[port] else None
+        try:
+            status, conn = await _exchange(host, port, conn, raw, timeout)
+        except (OSError, TimeoutError):  # refused, or no connection within the timeout
+            status, conn = CONNECTION_ERROR, None
+        if conn is not None:
+            idle[port].append(conn)
+        if status != CONNECTION_ERROR:
+            break
+    return status
+
+
 async def _run(
     host: str,
-    port: int,
+    ports: Sequence[int],
     requests: Iterator[Request],
     rate: float,
     stop: threading.Event,
@@ -67,19 +87,16 @@ async def _run(
     connections: int,
     on_outcome: Callable[[Outcome], None],
 ) -> None:
-    idle: list = []
+    idle: dict[int, list] = {port: [] for port in ports}
     slots = asyncio.Semaphore(connections)
     loop = asyncio.get_running_loop()
     offset = time.time() - loop.time()
     pending: set[asyncio.Task] = set()
 
-    async def one(request: Request) -> None:
+    async def one(index: int, request: Request) -> None:
         async with slots:
-            conn = idle.pop() if idle else None
             sent = loop.time()
-            status, conn = await _exchange(host, port, conn, request.raw, timeout=30)
-            if conn is not None:
-                idle.append(conn)
+            status = await _balanced(host, ports, index, idle, request.raw, timeout=30)
             on_outcome(Outcome(request.kind, status, offset + sent, offset + loop.time(), request.uuids))
 
     start = loop.time()
@@ -90,18 +107,18 @@ async def _run(
             break
         if due > now:
             await asyncio.sleep(due - now)
-        task = loop.create_task(one(request))
+        task = loop.create_task(one(index, request))
         pending.add(task)
         task.add_done_callback(pending.discard)
     if pending:
         await asyncio.wait(set(pending), timeout=60)
-    for _, writer in idle:
+    for _, writer in (conn for conns in idle.values() for conn in conns):
         writer.close()
 
 
 def drive(
     host: str,
-    port: int,
+    ports: Sequence[int],
     requests: Iterator[Request],
     *,
     rate: float,
@@ -110,20 +127,20 @@ def drive(
     on_outcome: Callable[[Outcome], None],
     connections: int = 16,
 ) -> None:
-    """Send `requests` at `rate` per second until `stop` is set or `max_seconds` pass; blocks."""
-    asyncio.run(_run(host, port, requests, rate, stop, max_seconds, connections, on_outcome))
+    """Send `requests` at `rate` per second to the nodes at `ports` until `stop` is set or
+    `max_seconds` pass; blocks."""
+    asyncio.run(_run(host, ports, requests, rate, stop, max_seconds, connections, on_outcome))
 
 
-def send_one(host: str, port: int, request: Request, timeout: float = 10) -> int:
-    """One request on a connection of its own (the fault runner's probes)."""
+def send_one(host: str, ports: Sequence[int], request: Request, timeout: float = 10) -> int:
+    """One request on a connection of its own (the fault runner's probes), to the first node that
+    takes it."""
 
     async def go() -> int:
-        try:
-            status, conn = await _exchange(host, port, None, request.raw, timeout)
-        except (OSError, TimeoutError):
-            return CONNECTION_ERROR
-        if conn is not None:
-            conn[1].close()
+        idle: dict[int, list] = {port: [] for port in ports}
+        status = await _balanced(host, ports, 0, idle, request.raw, timeout)
+        for _, writer in (conn for conns in idle.values() for conn in conns):
+            writer.close()
         return status
 
     return asyncio.run(go())

@@ -118,8 +118,7 @@ class FaultRunner:
             if fault.holds_ingestion:
                 self._wait_holding()
             started = time.time()
-            self._inject(fault)
-            restored = time.time()
+            restored = self._inject(fault) or time.time()
             held = self._held_uuids() if fault.holds_ingestion else None
             probe_uuid, recovered = self._wait_recovered(fault)
             result = FaultResult(fault.name, started, restored, recovered, probe_uuid, fault.outage)
@@ -142,7 +141,8 @@ class FaultRunner:
             raise RuntimeError(f"{program} is not RUNNING before its fault: {line.strip()}")
         return int(parts[parts.index("pid") + 1].rstrip(","))
 
-    def _inject(self, fault: Fault) -> None:
+    def _inject(self, fault: Fault) -> float | None:
+        """Inject the fault and undo it; returns when it was undone if that was before now."""
         if fault.action == "kill_group":
             # The Celery main process and its pool children: supervisord starts each program in a
             # process group of its own.
@@ -160,6 +160,7 @@ class FaultRunner:
             self.stack.ctl("restart", fault.program)
         else:
             raise ValueError(f"unknown fault action {fault.action!r}")
+        return None
 
     def _wait_holding(self, timeout: float = 120) -> None:
         """Until the ingestion worker holds some of the measured project's events: a worker still
@@ -169,12 +170,15 @@ class FaultRunner:
         while not self._held_uuids() and time.monotonic() < deadline:
             time.sleep(0.1)
 
+    def _unacked_messages(self) -> list[bytes]:
+        return self.stack.redis().hvals("unacked")
+
     def _held_uuids(self) -> set[str]:
         """The measured project's events in the ingestion messages left unacknowledged in the
         broker, read right after the kill: the killed worker's, it being the queue's only
         consumer (kombu keeps {delivery tag: [message, exchange, routing key]} in `unacked`)."""
         uuids: set[str] = set()
-        for value in self.stack.redis().hvals("unacked"):
+        for value in self._unacked_messages():
             envelope, _exchange, routing_key = orjson.loads(value)
             if isinstance(envelope, str):
                 envelope = orjson.loads(envelope)
@@ -214,9 +218,9 @@ class FaultRunner:
             if time.monotonic() > deadline:
                 return None, None
             time.sleep(0.2)
-        probe = probe_request(LOOPBACK, self.stack.ports.web, self.token, fault.name.replace(" ", "-"))
+        probe = probe_request(LOOPBACK, self.stack.web_ports[0], self.token, fault.name.replace(" ", "-"))
         while True:  # an SDK retries the same uuid until it gets a 200
-            status = send_one(LOOPBACK, self.stack.ports.web, probe)
+            status = send_one(LOOPBACK, self.stack.web_ports, probe)
             if status == 200:
                 break
             if time.monotonic() > deadline:

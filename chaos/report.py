@@ -11,6 +11,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def table(result: dict) -> str:
     rows = [
         ("mode", result["mode"]),
+        ("topology", result.get("topology", "single")),
         ("events accepted (200)", result["accepted"]),
         ("stored exactly once", result["stored"]),
         ("dead-lettered with a reason", result["dead_lettered"]),
@@ -31,6 +32,8 @@ def table(result: dict) -> str:
     for name, kill in result.get("worker_kills", {}).items():
         stored = "not all stored" if kill["recovery_s"] is None else f"all stored {kill['recovery_s']} s after the kill"
         lines.append(f"{name + ': held events':<{width}}  {kill['held_events']}, {stored}")
+    for name, detail in result.get("fault_details", {}).items():
+        lines.append(f"{name + ': detail':<{width}}  {detail}")
     for folder, check in result["plugins"].items():
         lines.append(f"{'plugin ' + folder:<{width}}  {check}")
     changed = result.get("settings_changed_for_the_suite", {})

@@ -1,6 +1,9 @@
 """The chaos stack: bench/stack.py's whole stack (supervisord + PostgreSQL), under var/chaos/ on
 ports of its own, with the shipped defaults: the suite proves the configuration users run. The few
-settings it must change are in SUITE_SETTINGS, each with its reason, and every result names them."""
+settings it must change are in SUITE_SETTINGS, each with its reason, and every result names them.
+
+The cluster form (`--topology cluster`) runs on bench/cluster.py's ClusterStack under
+var/chaos-cluster/, with the same settings on both app nodes."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 
+from bench.cluster import ClusterPorts, ClusterStack
 from bench.stack import ROOT, Ports, Stack, api_request
 from chaos.selection import PLUGIN_TIMEOUT_SECONDS
 
@@ -76,18 +80,25 @@ def suite_settings() -> dict[str, dict[str, str]]:
     return {name: {"value": value, "reason": reason} for name, (value, reason) in SUITE_SETTINGS.items()}
 
 
+def _suite_env(env: dict[str, str]) -> dict[str, str]:
+    # The bench registers its naive baseline task; the suite runs the task modules that ship.
+    env.pop("BKLOG_BENCH_TASKS", None)
+    for name in RECOVERY_SETTINGS:
+        env.pop(name, None)
+    env.update({name: value for name, (value, _) in SUITE_SETTINGS.items()})
+    return env
+
+
 class ChaosStack(Stack):
     def __init__(self) -> None:
         super().__init__(chaos_ports(), var=VAR)
 
+    @property
+    def web_ports(self) -> tuple[int, ...]:
+        return (self.ports.web,)
+
     def env(self) -> dict[str, str]:
-        env = super().env()
-        # The bench registers its naive baseline task; the suite runs the task modules that ship.
-        env.pop("BKLOG_BENCH_TASKS", None)
-        for name in RECOVERY_SETTINGS:
-            env.pop(name, None)
-        env.update({name: value for name, (value, _) in SUITE_SETTINGS.items()})
-        return env
+        return _suite_env(super().env())
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -97,6 +108,33 @@ class ChaosStack(Stack):
             text=True,
             check=check,
         )
+
+
+CLUSTER_VAR = ROOT / "var" / "chaos-cluster"
+
+
+def chaos_cluster_ports() -> ClusterPorts:
+    """Not `make cluster`'s (8001, 8002, 30100...) nor the bench's (18001, 18002, 32100...)."""
+    return ClusterPorts(
+        stores=int(os.environ.get("CHAOS_CLUSTER_STORES_PORT", 31100)),
+        postgres=int(os.environ.get("CHAOS_CLUSTER_POSTGRES_PORT", 31130)),
+        web=(
+            int(os.environ.get("CHAOS_CLUSTER_WEB_PORT", 28001)),
+            int(os.environ.get("CHAOS_CLUSTER_WEB_PORT", 28001)) + 1,
+        ),
+    )
+
+
+class ChaosClusterStack(ClusterStack):
+    """Its stores are not restarted by their supervisord when they die: the suite kills them and
+    brings them back itself, after a hold it chooses (a Redis master restarted within a second
+    would never be failed over)."""
+
+    def __init__(self) -> None:
+        super().__init__(CLUSTER_VAR, chaos_cluster_ports(), store_autorestart=False)
+
+    def node_env(self, node: str) -> dict[str, str]:
+        return _suite_env(super().node_env(node))
 
 
 @dataclass
@@ -109,7 +147,7 @@ class Setup:
     plugin_config_names: dict[str, str]  # folder -> "<plugin name> (<config id>)"
 
 
-def prepare(stack: ChaosStack, stamp: str) -> Setup:
+def prepare(stack: ChaosStack | ChaosClusterStack, stamp: str) -> Setup:
     """An organization, the measured project with both chaos plugins enabled, and a second
     project that receives the malformed and hypothesis-generated requests."""
     org = "bklog chaos"

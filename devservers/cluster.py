@@ -12,6 +12,7 @@ the same ports with the same data. `ClusterStores.env()` is what the app needs t
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import socket
 from dataclasses import dataclass, field
@@ -192,11 +193,15 @@ class SentinelServer(_Server):
 
 @dataclass
 class ClusterStores:
-    """ZooKeeper, a `shards` x `replicas` ClickHouse cluster, Redis master + replica + 3 Sentinels."""
+    """ZooKeeper, a `shards` x `replicas` ClickHouse cluster, Redis master + replica + 3 Sentinels.
+
+    Ports are free ones picked now, or with `base_port` the same ones every time, counted up from
+    it (a stack that outlives this process, as `make cluster`'s, is found again on them)."""
 
     base: Path
     shards: int = 2
     replicas: int = 2
+    base_port: int | None = None
     zookeeper: ZooKeeperServer = field(init=False)
     clickhouse: list[ClickHouseNode] = field(init=False)
     redis_master: ReplicatedRedisServer = field(init=False)
@@ -205,19 +210,29 @@ class ClusterStores:
 
     def __post_init__(self) -> None:
         self.base = Path(self.base).absolute()
-        self.zookeeper = ZooKeeperServer(self.base / "zookeeper")
+        counted = itertools.count(self.base_port) if self.base_port is not None else None
+
+        def port() -> int | None:
+            return next(counted) if counted is not None else None
+
+        self.zookeeper = ZooKeeperServer(self.base / "zookeeper", port())
         self.clickhouse = [
             ClickHouseNode(
-                shard, replica, ClusterClickHouseServer(self.base / f"clickhouse-s{shard}r{replica}"), free_port()
+                shard,
+                replica,
+                ClusterClickHouseServer(self.base / f"clickhouse-s{shard}r{replica}", port(), port()),
+                port() or free_port(),
             )
             for shard in range(1, self.shards + 1)
             for replica in range(1, self.replicas + 1)
         ]
         for node in self.clickhouse:
             node.server.cluster_xml = clickhouse_cluster_xml(self.clickhouse, node, self.zookeeper.port)
-        self.redis_master = ReplicatedRedisServer(self.base / "redis-1")
-        self.redis_replica = ReplicatedRedisServer(self.base / "redis-2", replica_of=self.redis_master.port)
-        self.sentinels = [SentinelServer(self.base / f"sentinel-{i}", self.redis_master.port) for i in (1, 2, 3)]
+        self.redis_master = ReplicatedRedisServer(self.base / "redis-1", port())
+        self.redis_replica = ReplicatedRedisServer(self.base / "redis-2", port(), replica_of=self.redis_master.port)
+        self.sentinels = [
+            SentinelServer(self.base / f"sentinel-{i}", self.redis_master.port, port()) for i in (1, 2, 3)
+        ]
 
     @property
     def servers(self) -> list[_Server]:
