@@ -129,7 +129,10 @@ class FaultRunner:
                 result.held_events = len(held)
                 result.held_stored_at = self._wait_stored(held, started) if held else None
                 took = result.held_recovery_seconds
-                stored = "NOT ALL STORED" if took is None else f"all stored {took}s after the kill"
+                if not held:
+                    stored = "nothing to wait for"
+                else:
+                    stored = "NOT ALL STORED" if took is None else f"all stored {took}s after the kill"
                 log(f"  fault: {fault.name}: the worker held {len(held)} events, {stored}")
 
     # -- injection -------------------------------------------------------------------------

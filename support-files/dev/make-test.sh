@@ -41,12 +41,18 @@ if [ $# -eq 0 ] && [ "${BKLOG_TEST_CLUSTER:-1}" != 0 ]; then
     if [ $code -ne 0 ]; then status=$code; fi
 fi
 
-# The short fault suite (docs/reliability.md) on a stack of its own under var/chaos/; it stops
-# that stack (every process it started) on the way out, failed or not. BKLOG_TEST_CHAOS=0 skips
-# it (e.g. to rerun only pytest).
+# The short fault suite (docs/reliability.md), on one node then on the cluster, each on a stack
+# of its own under var/ that it stops (every process it started) on the way out, failed or not.
+# BKLOG_TEST_CHAOS=0 skips it (e.g. to rerun only pytest).
 if [ "${BKLOG_TEST_CHAOS:-1}" != 0 ]; then
     echo "== chaos, short form"
     $bin/python -m chaos --mode ci
+    code=$?
+    if [ $code -ne 0 ]; then status=$code; fi
+    # Its cluster form: a ClickHouse replica killed, the Redis master killed (Sentinel fails
+    # over), app node a killed whole, under load through both nodes (about 3 minutes).
+    echo "== chaos, short form, cluster topology"
+    $bin/python -m chaos --mode ci --topology cluster
     code=$?
     if [ $code -ne 0 ]; then status=$code; fi
 fi
