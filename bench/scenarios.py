@@ -18,6 +18,7 @@ governance      the `batch` load twice, persons on and no plugins: with no track
 naive           the same events as `batch` through the naive pipeline (bench/naive_tasks.py).
 clickhouse_raw  the limit: clickhouse-driver columnar INSERTs of such rows into a scratch table.
 rss             the peak RSS of every process (sampled during all the others).
+scale_*         the cost curves (persons, projects, chain, web, events): bench/scale.py.
 
 Between phases the bench waits until every accepted event is readable, so one phase's backlog
 does not slow the next, and it reports how many were stored against how many were accepted.
