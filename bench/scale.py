@@ -12,9 +12,9 @@ scale_web       traffic shaped like posthog-js (gzip bodies of 10 events, autoca
 scale_events    the events API's first page and a filtered page with N events stored: p50, p99.
 
 Large sizes are seeded straight into the stores, not through capture: persons with COPY into
-PostgreSQL, events with columnar INSERTs into ClickHouse, projects with one bulk_create. Seeded
-state grows across sizes and runs (the 1M-person point adds to the 10k ones), so a curve's sizes
-go in increasing order.
+PostgreSQL, events with columnar INSERTs into ClickHouse, projects with one bulk_create. The
+persons and events curves seed a project per size, all of them before their first measurement,
+and reuse them in later runs: every point of every run sees the same stores.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class ScaleSizes:
                 persons=[10_000, 100_000],
                 projects=[1, 100],
                 chain=[0, 2, 5, 10],
-                web=[500, 1000],
+                web=[500, 1000, 2000],
                 events=[100_000, 1_000_000],
                 batch_requests=100,
                 web_seconds=4,
@@ -348,7 +348,7 @@ WEB_PATH = "/e/?ip=1&_={}&ver=1.96.0&compression=gzip-js"
 
 @dataclass
 class ScaleCurves:
-    """The five scenarios, sharing what they seeded across sizes and runs."""
+    """The five scenarios; what the persons and events curves seeded is kept for later runs."""
 
     sizes: ScaleSizes
     seeded: dict[str, dict] = field(default_factory=dict)
@@ -366,30 +366,35 @@ class ScaleCurves:
 
         return run
 
-    def _seeded_project(self, ctx: Context, curve: str, *, plugins: bool) -> dict:
+    def _seeded_projects(
+        self, ctx: Context, curve: str, sizes: list[int], seed: Callable[[int, int], None], *, plugins: bool
+    ) -> dict[int, tuple[int, str]]:
+        """A project per size, seeded with that many rows, all before the curve's first
+        measurement: every point of every run then sees the same stores."""
         if curve not in self.seeded:
-            project_id, token = new_project(ctx, f"scale-{curve}", plugins=plugins)
-            self.seeded[curve] = {"project_id": project_id, "token": token, "count": 0}
+            made = {}
+            for size in sizes:
+                project_id, token = new_project(ctx, f"scale-{curve}-{size}", plugins=plugins)
+                ctx.log(f"  seeding {size:,} {curve} for project {project_id}")
+                seed(project_id, size)
+                made[size] = (project_id, token)
+            self.seeded[curve] = made
         return self.seeded[curve]
 
     def persons(self, ctx: Context, run: int) -> dict:
-        state = self._seeded_project(ctx, "persons", plugins=True)
-        project_id, points = state["project_id"], []
+        projects = self._seeded_projects(
+            ctx, "persons", self.sizes.persons, lambda pk, size: seed_persons(ctx, pk, 0, size), plugins=True
+        )
+        points = []
         count = self.sizes.batch_requests * BATCH_SIZE
-        for size in self.sizes.persons:
-            if state["count"] < size:
-                ctx.log(f"  seeding persons {state['count']:,} -> {size:,}")
-                seed_persons(ctx, project_id, state["count"], size)
-                state["count"] = size
+        for size, (project_id, token) in projects.items():
             events = spread_events(
                 f"p{run}",
                 count,
-                lambda draw, size=size: seeded_distinct_id(project_id, draw % size),
+                lambda draw, size=size, project_id=project_id: seeded_distinct_id(project_id, draw % size),
                 seed=run * 7 + size,
             )
-            bodies = [
-                payloads.batch_body(state["token"], events[i : i + BATCH_SIZE]) for i in range(0, count, BATCH_SIZE)
-            ]
+            bodies = [payloads.batch_body(token, events[i : i + BATCH_SIZE]) for i in range(0, count, BATCH_SIZE)]
             ctx.log(f"  {size:,} persons stored: {count:,} events over their distinct ids")
             point = {"persons": size} | _end_to_end(ctx, f"persons-{size}", bodies, count, project_id, project_id)
             ctx.log(f"    {point['events_per_s']} events/s")
@@ -409,10 +414,17 @@ class ScaleCurves:
                 events = payloads.mixed_events(f"{ctx.stamp}pr{run}-{size}", per_request, offset=first)
                 bodies.append(payloads.batch_body(token, events))
             ids = [pk for pk, _ in made]
-            ctx.log(f"    {count:,} events in {len(bodies):,} requests of {per_request}, to all at once")
-            point = {"projects": size, "events_per_request": per_request} | _end_to_end(
-                ctx, f"projects-{size}", bodies, count, min(ids), max(ids)
+            first = [
+                payloads.batch_body(token, payloads.mixed_events(f"{ctx.stamp}pf{run}-{size}", per_request, offset=i))
+                for i, (_, token) in enumerate(made)
+            ]
+            ctx.log(f"    first events: one request of {per_request} per project, caches cold")
+            cold = _end_to_end(ctx, f"projects-{size}-first", first, len(first) * per_request, min(ids), max(ids))
+            ctx.log(
+                f"    {cold['events_per_s']} events/s; then {count:,} events in {len(bodies):,} requests, all at once"
             )
+            point = {"projects": size, "events_per_request": per_request, "first_events_per_s": cold["events_per_s"]}
+            point |= _end_to_end(ctx, f"projects-{size}", bodies, count, min(ids), max(ids)) | {"first": cold}
             ctx.log(f"    {point['events_per_s']} events/s")
             points.append(point)
         return _curve("projects", points)
@@ -487,14 +499,11 @@ class ScaleCurves:
         return _curve("web", points) | {"elements_chain_on_sample": _elements_sample(ctx, project_id)}
 
     def events(self, ctx: Context, run: int) -> dict:
-        state = self._seeded_project(ctx, "events", plugins=False)
-        project_id, points = state["project_id"], []
-        distinct_ids = 10_000
-        for size in self.sizes.events:
-            if state["count"] < size:
-                ctx.log(f"  seeding events {state['count']:,} -> {size:,}")
-                seed_events(ctx, project_id, state["count"], size, distinct_ids)
-                state["count"] = size
+        projects = self._seeded_projects(
+            ctx, "events", self.sizes.events, lambda pk, size: seed_events(ctx, pk, 0, size, 10_000), plugins=False
+        )
+        points = []
+        for size, (project_id, _) in projects.items():
             base = f"/api/projects/{project_id}/events/"
             filtered = base + "?" + urllib.parse.urlencode({"event": "signed up", "distinct_id": "user-50"})
             point = {"events": size}
@@ -609,7 +618,11 @@ def _curve(curve: str, points: list[dict]) -> dict:
 # curve -> (x key, x label, [(figure path, label)]) where a figure path is dotted into a point
 COLUMNS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
     "persons": ("persons", "persons stored", [("events_per_s", "events/s")]),
-    "projects": ("projects", "projects sending", [("events_per_s", "events/s")]),
+    "projects": (
+        "projects",
+        "projects sending",
+        [("events_per_s", "events/s"), ("first_events_per_s", "events/s of each project's first request")],
+    ),
     "chain": (
         "plugins",
         "plugins in the chain",
