@@ -706,13 +706,21 @@ def _cell(value) -> str:
     return f"{value:g}" if isinstance(value, float) else f"{value:,}"
 
 
+def _short(number: int) -> str:
+    """10000 -> 10k, 5000000 -> 5M: an axis label."""
+    for bound, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if number >= bound and number % (bound // 10) == 0:
+            return f"{number / bound:g}{suffix}"
+    return str(number)
+
+
 def plot_paths(directory: Path, stamp: str, scale: dict) -> Iterator[tuple[str, Path]]:
     for curve in scale:
         yield curve, directory / f"{stamp}-scale-{curve}.png"
 
 
 def plot(scale: dict, directory: Path, stamp: str) -> list[Path]:
-    """One PNG per curve: each figure against the size, log x when the sizes span 100x or more."""
+    """One PNG per curve: each figure against the size, log x when the sizes span 10x or more."""
     written = []
     for curve, path in plot_paths(directory, stamp, scale):
         x_key, x_label, figures = COLUMNS[curve]
@@ -727,9 +735,10 @@ def plot(scale: dict, directory: Path, stamp: str) -> list[Path]:
             for x, y in zip(xs, ys, strict=True):
                 if y is not None:
                     axis.annotate(_cell(y), (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-            positive = [x for x in xs if x > 0]
-            if positive and max(positive) >= 100 * min(positive) and len(positive) == len(xs):
+            if min(xs) > 0 and max(xs) >= 10 * min(xs):
                 axis.set_xscale("log")
+                axis.minorticks_off()
+            axis.set_xticks(xs, [_short(x) for x in xs])
             axis.set_ylabel(label)
             known = [y for y in ys if y is not None] or [1]
             axis.set_ylim(bottom=min(0, min(known) * 1.2), top=max(0, max(known) * 1.2) or 1)

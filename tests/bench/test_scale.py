@@ -203,3 +203,11 @@ def test_seeded_projects_each_get_the_two_plugin_chain(db):
         assert [(c.plugin_id, c.order, c.enabled, c.config) for c in configs] == [
             (plugin_ids[builtin], order, True, config) for order, (builtin, config) in enumerate(PLUGIN_CHAIN)
         ]
+
+
+@pytest.mark.parametrize(
+    "number, label",
+    [(0, "0"), (500, "500"), (2000, "2k"), (10_000, "10k"), (1_000_000, "1M"), (5_000_000, "5M"), (1234, "1234")],
+)
+def test_plot_axes_label_sizes_briefly(number, label):
+    assert scale._short(number) == label
