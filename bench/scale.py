@@ -112,8 +112,9 @@ def parse_override(text: str) -> tuple[str, list[int]]:
         raise argparse.ArgumentTypeError(
             f"{text!r}: the sizes must be whole numbers separated by commas, e.g. persons=10000,100000"
         ) from None
-    if not sizes or min(sizes) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give at least one size, none negative")
+    smallest = 0 if curve == "chain" else 1  # a chain may be empty; no other curve has a size 0
+    if min(sizes) < smallest:
+        raise argparse.ArgumentTypeError(f"{text!r}: every size of the {curve} curve must be at least {smallest}")
     return curve, sizes
 
 

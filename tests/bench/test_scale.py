@@ -50,7 +50,9 @@ def test_an_option_overrides_one_curves_sizes_in_increasing_order():
             "'persons=10k': the sizes must be whole numbers separated by commas, e.g. persons=10000,100000",
         ),
         ("persons=", "'persons=': the sizes must be whole numbers separated by commas, e.g. persons=10000,100000"),
-        ("persons=-5", "'persons=-5': give at least one size, none negative"),
+        ("persons=-5", "'persons=-5': every size of the persons curve must be at least 1"),
+        ("projects=0,10", "'projects=0,10': every size of the projects curve must be at least 1"),
+        ("chain=-1,2", "'chain=-1,2': every size of the chain curve must be at least 0"),
     ],
 )
 def test_a_bad_scale_option_is_refused_with_what_to_write(option, message, capsys):
