@@ -674,7 +674,7 @@ def section(runs: dict[str, list[dict]]) -> dict:
                 row[figure] = values[len(values) // 2] if values else None
             table.append(row)
         out[curve] = {"table": table, "runs": curve_runs}
-        if curve == "persons" and table and table[0]["events_per_s"] and table[-1]["events_per_s"]:
+        if curve == "persons" and len(table) > 1 and table[0]["events_per_s"] and table[-1]["events_per_s"]:
             out[curve]["largest_vs_smallest_percent"] = round(
                 100 * table[-1]["events_per_s"] / table[0]["events_per_s"], 1
             )
