@@ -58,6 +58,7 @@ INSERT_ROWS = 200_000
 PROGRESS_EVERY_S = 3.0
 WEB_EVENTS_PER_REQUEST = 10
 API_REPEATS = 50
+STALL_S = 60
 
 
 @dataclass
@@ -229,14 +230,17 @@ def _count_between(ctx: Context, first: int, last: int) -> int:
 
 
 def _wait_for_range(ctx: Context, first: int, last: int, expected: int) -> tuple[float | None, int]:
-    deadline = time.monotonic() + ctx.sizes.drain_timeout
-    count = 0
-    while time.monotonic() < deadline:
+    """Poll until `expected` events of projects first..last are readable: (epoch when seen, count).
+    No overall deadline (10,000 cold projects take minutes): it gives up after STALL_S with no new row."""
+    count, last_count, last_progress = 0, -1, time.monotonic()
+    while time.monotonic() - last_progress < STALL_S:
         count = _count_between(ctx, first, last)
         if count >= expected:
             return time.time(), count
+        if count != last_count:
+            last_count, last_progress = count, time.monotonic()
         time.sleep(0.05)
-    ctx.log(f"  ! only {count} of {expected} events became readable")
+    ctx.log(f"  ! only {count} of {expected} events became readable, none new for {STALL_S} s")
     return None, count
 
 
