@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import machine, results
+from bench import machine, results, scale
 from bench.processes import RssSampler
 from bench.scenarios import SCENARIOS, Sizes, prepare
 from bench.stack import VAR, Stack
@@ -23,7 +23,12 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("scenarios", nargs="*", metavar="scenario", help=f"any of {', '.join(ALL)} (default: all)")
+    parser.add_argument(
+        "scenarios",
+        nargs="*",
+        metavar="scenario",
+        help=f"any of {', '.join(ALL + scale.SCENARIO_NAMES)} (default: all but the scale_ curves)",
+    )
     parser.add_argument(
         "--runs",
         type=int,
@@ -38,10 +43,18 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         "--restart", action="store_true", help="restart the web process and workers first (after a code change)"
     )
     parser.add_argument("--stop", action="store_true", help="stop the bench stack and exit")
+    parser.add_argument(
+        "--scale",
+        action="append",
+        default=[],
+        type=scale.parse_override,
+        metavar="CURVE=N,N,...",
+        help="the sizes of a scale_ curve, e.g. persons=10000,1000000 (default: the issue's, small ones with --quick)",
+    )
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.scenarios) - set(ALL))
+    unknown = sorted(set(args.scenarios) - set(ALL + scale.SCENARIO_NAMES))
     if unknown:
-        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(ALL)}")
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(ALL + scale.SCENARIO_NAMES)}")
     return args
 
 
@@ -51,9 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop:
         stack.stop()
         return 0
-    chosen = [name for name in ALL if name in args.scenarios] if args.scenarios else list(ALL)
+    chosen = [name for name in ALL + scale.SCENARIO_NAMES if name in args.scenarios] if args.scenarios else list(ALL)
     runs = args.runs or (1 if args.quick else 3)
     sizes = Sizes.for_mode(args.quick)
+    scenarios = SCENARIOS | scale.ScaleCurves(scale.ScaleSizes.for_mode(args.quick, dict(args.scale))).scenarios()
 
     reused = stack.is_running()
     stack.ensure_running()
@@ -73,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             for run in range(runs):
                 print(f"\n== {name}, run {run + 1} of {runs}", flush=True)
                 started = time.monotonic()
-                collected.setdefault(name, []).append(SCENARIOS[name](ctx, run))
+                collected.setdefault(name, []).append(scenarios[name](ctx, run))
                 print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
     finally:
         sampler.stop()
@@ -97,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     document["notes"] = notes
+    if "scale" in document:
+        stamp = document["timestamp"].replace(":", "").replace("-", "")
+        for curve, path in zip(document["scale"], scale.plot(document["scale"], RESULTS_DIR, stamp), strict=True):
+            document["scale"][curve]["plot"] = path.name
     json_path, md_path = results.write(document, RESULTS_DIR)
     print()
     print(results.markdown(document))

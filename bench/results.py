@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import scale
 from bench.stats import spread
 
 RATES = (500, 1000, 2000)
@@ -156,6 +157,8 @@ def build(runs: dict[str, list[dict]], *, rss_mb: dict[str, float], machine: dic
         document[section] = {name: value["median"] for name, value in spreads.items()}
         document[section]["spread"] = spreads
         document[section]["runs"] = scenario_runs
+    if curves := scale.section(runs):
+        document["scale"] = curves
     document["rss_mb"] = dict(sorted(rss_mb.items()))
     document["targets"] = _targets(document)
     return document
@@ -194,6 +197,8 @@ def markdown(document: dict) -> str:
             lines.append(
                 f"| {section}.{name} | {_fmt(value['median'])} | {_fmt(value['min'])} | {_fmt(value['max'])} | {unit} |"
             )
+    if document.get("scale"):
+        lines += scale.markdown(document["scale"]).splitlines()
     if document.get("rss_mb"):
         lines += ["", "| process | peak RSS (MB) |", "|---|---:|"]
         lines += [f"| {name} | {mb:.0f} |" for name, mb in document["rss_mb"].items()]

@@ -21,6 +21,7 @@ cluster         `batch` on this one node, then on the cluster topology (bench/cl
                 one run: the cluster's end-to-end events/s beside one node's.
 clickhouse_raw  the limit: clickhouse-driver columnar INSERTs of such rows into a scratch table.
 rss             the peak RSS of every process (sampled during all the others).
+scale_*         the cost curves (persons, projects, chain, web, events): bench/scale.py.
 
 Between phases the bench waits until every accepted event is readable, so one phase's backlog
 does not slow the next, and it reports how many were stored against how many were accepted.
