@@ -43,9 +43,9 @@ from bench.scenarios import (
     PLUGIN_CHAIN,
     Context,
     CpuMeter,
-    _load_summary,
-    _send,
+    load_summary,
     new_project,
+    send_load,
     wait_for_count,
 )
 from bench.stack import LOOPBACK, api_request
@@ -248,7 +248,7 @@ def _end_to_end(ctx: Context, label: str, bodies: list[bytes], count: int, first
     """Send the batch bodies, wait until `count` more events of projects first..last are readable."""
     before = _count_between(ctx, first, last)
     meter = CpuMeter(ctx)
-    result = _send(ctx, label, bodies, "/batch/", connections=8, max_seconds=600)
+    result = send_load(ctx, label, bodies, "/batch/", connections=8, max_seconds=600)
     seen_at, stored = _wait_for_range(ctx, first, last, before + count)
     stored -= before
     seconds = seen_at - result.started_at if seen_at else None
@@ -261,7 +261,7 @@ def _end_to_end(ctx: Context, label: str, bodies: list[bytes], count: int, first
         "events_per_s": round(stored / seconds, 1) if seconds else None,
         "ingestion_cpu_ms_per_event": cpu.get("bklog-worker-ingestion"),
         "cpu_ms_per_event": cpu,
-        "capture": _load_summary(result),
+        "capture": load_summary(result),
     }
 
 
@@ -495,7 +495,7 @@ class ScaleCurves:
                 "accepted_so_far": accepted,
                 "stored_after_phase": stored,
                 "cpu_ms_per_event": meter.per(result.ok * WEB_EVENTS_PER_REQUEST),
-                "capture": _load_summary(result),
+                "capture": load_summary(result),
             }
             ctx.log(f"    {point['events_per_s']} events/s accepted, p99 {result.p99_ms} ms, stored {stored:,}")
             points.append(point)
@@ -534,7 +534,7 @@ def warm_up(ctx: Context) -> None:
     events = payloads.mixed_events(f"{ctx.stamp}w", count)
     bodies = [payloads.batch_body(token, events[i : i + BATCH_SIZE]) for i in range(0, count, BATCH_SIZE)]
     ctx.log(f"  warming up: {count:,} events, not timed")
-    _send(ctx, "warm-up", bodies, "/batch/", connections=4)
+    send_load(ctx, "warm-up", bodies, "/batch/", connections=4)
     wait_for_count(ctx, project_id, count)
 
 

@@ -148,7 +148,7 @@ def new_project(ctx: Context, name: str, *, plugins: bool = False) -> tuple[int,
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _send(
+def send_load(
     ctx: Context,
     label: str,
     bodies: list[bytes],
@@ -179,7 +179,7 @@ def _send(
         requests_path.unlink(missing_ok=True)
 
 
-def _load_summary(result: LoadResult) -> dict:
+def load_summary(result: LoadResult) -> dict:
     data = asdict(result)
     for bulky in ("latencies_ms", "answered_at"):
         data.pop(bulky)
@@ -239,12 +239,12 @@ def single(ctx: Context, run: int) -> dict:
         bodies = [payloads.single_body(token, i, f"user-{i % 1000}") for i in range(count)]
         ctx.log(f"  offered {rate} req/s for {ctx.sizes.rate_seconds:g}s ({count} requests)")
         meter = CpuMeter(ctx)
-        result = _send(
+        result = send_load(
             ctx, f"single-{rate}", bodies, "/e/", rate=rate, connections=64, max_seconds=ctx.sizes.rate_seconds + 20
         )
         accepted += result.ok
         _, stored = wait_for_count(ctx, project_id, accepted)
-        out["rates"][str(rate)] = _load_summary(result) | {
+        out["rates"][str(rate)] = load_summary(result) | {
             "stored_after_phase": stored,
             "accepted_so_far": accepted,
             "cpu_ms_per_request": meter.per(result.ok),
@@ -261,8 +261,8 @@ def single(ctx: Context, run: int) -> dict:
     else:
         count = 4000 * ctx.sizes.max_rate_seconds
         bodies = [payloads.single_body(token, i, f"user-{i % 1000}") for i in range(count)]
-        result = _send(ctx, "single-max", bodies, "/e/", connections=32, max_seconds=ctx.sizes.max_rate_seconds)
-        top = _load_summary(result) | {"tool": "python", "rps": result.achieved_rps}
+        result = send_load(ctx, "single-max", bodies, "/e/", connections=32, max_seconds=ctx.sizes.max_rate_seconds)
+        top = load_summary(result) | {"tool": "python", "rps": result.achieved_rps}
     accepted += top["ok"]
     _, stored = wait_for_count(ctx, project_id, accepted)
     out["max"] = top | {
@@ -282,17 +282,17 @@ def single(ctx: Context, run: int) -> dict:
 
 
 def _send_to_nodes(ctx: Context, label: str, bodies: list[bytes], path: str, **options) -> LoadResult:
-    """`_send` to every app node of a cluster at once, the bodies dealt in turn, each node from a
+    """`send_load` to every app node of a cluster at once, the bodies dealt in turn, each node from a
     load generator of its own; one node's stack gets them all."""
     if not isinstance(ctx.stack, ClusterStack):
-        return _send(ctx, label, bodies, path, **options)
+        return send_load(ctx, label, bodies, path, **options)
     ports = ctx.stack.web_ports
     options["connections"] = max(1, options.get("connections", 32) // len(ports))
     results: list[LoadResult] = []
     threads = [
         threading.Thread(
             target=lambda n=n, port=port: results.append(
-                _send(ctx, f"{label}-{n}", bodies[n :: len(ports)], path, port=port, **options)
+                send_load(ctx, f"{label}-{n}", bodies[n :: len(ports)], path, port=port, **options)
             )
         )
         for n, port in enumerate(ports)
@@ -365,7 +365,7 @@ def batch(ctx: Context, run: int) -> dict:
         "events_per_s": round(stored / seconds, 1) if seconds else None,
         "capture_seconds": result.wall_s,
         "capture_events_per_s": round(accepted / result.wall_s, 1),
-        "capture": _load_summary(result),
+        "capture": load_summary(result),
         "cpu_ms_per_event": meter.per(stored),
     } | check
     ctx.log(
@@ -437,7 +437,7 @@ def _lag_phase(ctx: Context, name: str, *, per_request: int) -> dict:
     ctx.log(f"  {rate} events/s ({how}) for {ctx.sizes.lag_seconds:g}s")
     meter = CpuMeter(ctx)
     try:
-        result = _send(
+        result = send_load(
             ctx,
             name,
             bodies,
@@ -467,7 +467,7 @@ def _lag_phase(ctx: Context, name: str, *, per_request: int) -> dict:
         "max_s": _round(max(lags) if lags else None),
         "poll_interval_s": watcher.interval,
         "cpu_ms_per_event": meter.per(len(stored)),
-        "capture": _load_summary(result),
+        "capture": load_summary(result),
     }
     ctx.log(
         f"    lag p50 {out['p50_s']} s, p99 {out['p99_s']} s over {len(lags)} events; capture p99 {result.p99_ms} ms"
@@ -540,7 +540,7 @@ def governance(ctx: Context, run: int) -> dict:
             payloads.batch_body(phase["token"], events[i : i + BATCH_SIZE]) for i in range(0, per_round, BATCH_SIZE)
         ]
         meter = CpuMeter(ctx)
-        result = _send(ctx, f"governance-{label}", bodies, "/batch/", connections=4, max_seconds=120)
+        result = send_load(ctx, f"governance-{label}", bodies, "/batch/", connections=4, max_seconds=120)
         accepted = result.ok * BATCH_SIZE
         phase["accepted"] += accepted
         seen_at, stored = wait_for_count(ctx, phase["project_id"], payloads.KNOWN_IDS + phase["accepted"])
@@ -630,7 +630,9 @@ def isolation(ctx: Context, run: int) -> dict:
     ctx.log("  project A (plugin sleeps 200 ms per event): 40 events, until it is moved aside")
     detect = [payloads.event(i, f"slow-{i % 50}") for i in range(40)]
     started = time.monotonic()
-    sent = _send(ctx, "isolation-detect", [_batch(slow_token, detect[i : i + 10]) for i in range(0, 40, 10)], "/batch/")
+    sent = send_load(
+        ctx, "isolation-detect", [_batch(slow_token, detect[i : i + 10]) for i in range(0, 40, 10)], "/batch/"
+    )
     state = _wait_for_state(ctx, slow_id, "overflow", timeout=120)
     moved_after = time.monotonic() - started if state["state"] == "overflow" else None
     ctx.log(f"    A is {state['state']} after {moved_after and round(moved_after, 1)} s: {state['why']}")
@@ -647,7 +649,7 @@ def isolation(ctx: Context, run: int) -> dict:
     slow_result: list[LoadResult] = []
     slow_sender = threading.Thread(
         target=lambda: slow_result.append(
-            _send(ctx, "isolation-slow", slow_bodies, "/batch/", rate=ISOLATION_A_RATE / 10, connections=4,
+            send_load(ctx, "isolation-slow", slow_bodies, "/batch/", rate=ISOLATION_A_RATE / 10, connections=4,
                   max_seconds=seconds + 20)
         )
     )  # fmt: skip
@@ -656,7 +658,7 @@ def isolation(ctx: Context, run: int) -> dict:
     phase_started = time.time()
     slow_sender.start()
     try:
-        fast = _send(
+        fast = send_load(
             ctx, "isolation-fast", fast_bodies, "/batch/", rate=ISOLATION_B_RATE / 10, connections=16,
             max_seconds=seconds + 20, record=True,
         )  # fmt: skip
@@ -736,7 +738,7 @@ def deletion(ctx: Context, run: int) -> dict:
     load_id, load_token = new_project(ctx, f"deletion-load-{run}")
     victim = f"victim-{ctx.stamp}-{run}"
     client = ctx.stack.clickhouse()
-    _send(ctx, "deletion-person", [_batch(token, [payloads.event(i, victim) for i in range(10)])], "/batch/")
+    send_load(ctx, "deletion-person", [_batch(token, [payloads.event(i, victim) for i in range(10)])], "/batch/")
     wait_for_count(ctx, project_id, 10)
     person = api_request(ctx.stack, "GET", f"/api/projects/{project_id}/persons/?distinct_id={victim}", ctx.key)
     person_id = person["results"][0]["id"]
@@ -765,7 +767,7 @@ def deletion(ctx: Context, run: int) -> dict:
     loaded: list[LoadResult] = []
     sender = threading.Thread(
         target=lambda: loaded.append(
-            _send(ctx, "deletion-load", bodies, "/batch/", rate=DELETION_LOAD_RATE, connections=8,
+            send_load(ctx, "deletion-load", bodies, "/batch/", rate=DELETION_LOAD_RATE, connections=8,
                   max_seconds=DELETION_LOAD_S + 30)
         )
     )  # fmt: skip
