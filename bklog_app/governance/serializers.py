@@ -68,12 +68,31 @@ class TrackingPlanSerializer(serializers.Serializer):
     version = serializers.IntegerField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
+    def validate_events(self, events: dict) -> dict:
+        if _has_nul(events):
+            raise serializers.ValidationError(
+                "A name or a string in the plan contains a NUL character (\\u0000), which the database "
+                "cannot store; remove it."
+            )
+        return events
+
     def validate(self, data: dict) -> dict:
         try:
             compile_plan(data)
         except PlanError as exc:
             raise serializers.ValidationError({"events": [str(exc)]}) from None
         return data
+
+
+def _has_nul(value) -> bool:
+    """Whether a JSON value holds U+0000 in a key or a string (PostgreSQL's jsonb refuses it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in str(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 class CheckRequest(serializers.Serializer):

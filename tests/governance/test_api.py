@@ -147,8 +147,26 @@ def test_only_an_admin_changes_the_plan(project, api_client):
             ),
         ),
         ({"events": {}}, ("required", "This field is required.", "mode")),
+        (
+            {**PLAN, "events": {"a": {"schema": {"enum": ["x\x00y"]}}}},
+            (
+                "invalid",
+                "A name or a string in the plan contains a NUL character (\\u0000), which the database "
+                "cannot store; remove it.",
+                "events",
+            ),
+        ),
+        (
+            {**PLAN, "events": {"a\x00": {"schema": {}}}},
+            (
+                "invalid",
+                "A name or a string in the plan contains a NUL character (\\u0000), which the database "
+                "cannot store; remove it.",
+                "events",
+            ),
+        ),
     ],
-    ids=["mode", "on_unknown_property", "events-list", "no-schema", "bad-schema", "no-mode"],
+    ids=["mode", "on_unknown_property", "events-list", "no-schema", "bad-schema", "no-mode", "nul-value", "nul-name"],
 )
 def test_a_bad_plan_is_refused_with_what_to_fix(project, admin_client, body, expected):
     response = admin_client.put(f"/api/projects/{project.id}/tracking_plan/", body, format="json")
