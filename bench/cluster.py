@@ -38,7 +38,7 @@ from clickhouse_driver import Client
 from redis.sentinel import Sentinel
 
 from bench.processes import children_by_parent
-from bench.stack import DATABASE, LOOPBACK, ROOT, api_request
+from bench.stack import DATABASE, LOOPBACK, ROOT, api_request, run_manage
 from devservers import PostgresServer
 from devservers.cluster import SENTINEL_MASTER, ClusterStores
 from devservers.servers import _Server
@@ -272,17 +272,7 @@ class ClusterStack:
             time.sleep(0.3)
 
     def manage(self, *args: str) -> str:
-        completed = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            env=self.env(),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if completed.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{completed.stdout}\n{completed.stderr}")
-        return completed.stdout
+        return run_manage(self.env(), *args)
 
     def stores_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -170,17 +170,7 @@ class Stack:
             time.sleep(0.3)
 
     def manage(self, *args: str) -> str:
-        completed = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            env=self.env(),
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if completed.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{completed.stdout}\n{completed.stderr}")
-        return completed.stdout
+        return run_manage(self.env(), *args)
 
     # -- clients -------------------------------------------------------------------------
 
@@ -291,6 +281,16 @@ class Stack:
         raise RuntimeError(
             f"the bench web process did not answer /_health within {timeout:.0f}s; see {self.var / 'log'}/web.log"
         )
+
+
+def run_manage(env: dict[str, str], *args: str) -> str:
+    """`manage.py <args>` with a stack's settings; its output, or RuntimeError with both streams."""
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{completed.stdout}\n{completed.stderr}")
+    return completed.stdout
 
 
 def api_request(stack: Stack, method: str, path: str, key: str, body: dict | None = None) -> dict:
