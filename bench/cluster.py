@@ -38,7 +38,7 @@ from clickhouse_driver import Client
 from redis.sentinel import Sentinel
 
 from bench.processes import children_by_parent
-from bench.stack import DATABASE, LOOPBACK, ROOT, api_request, run_manage
+from bench.stack import DATABASE, LOOPBACK, ROOT, answers_health, api_request, run_manage
 from devservers import PostgresServer
 from devservers.cluster import SENTINEL_MASTER, ClusterStores
 from devservers.servers import _Server
@@ -412,15 +412,8 @@ class ClusterStack:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
 
     def wait_for_web(self, node: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with _NO_PROXY.open(f"{self.node_url(node)}/_health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
+        if answers_health(self.node_url(node), timeout):
+            return
         raise RuntimeError(
             f"node {node}'s web process did not answer /_health within {timeout:.0f}s; "
             f"see {self.var / f'node-{node}' / 'log' / 'web.log'}"

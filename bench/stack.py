@@ -269,18 +269,24 @@ class Stack:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
 
     def _wait_for_web(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with _NO_PROXY.open(f"{self.base_url}/_health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(
-            f"the bench web process did not answer /_health within {timeout:.0f}s; see {self.var / 'log'}/web.log"
-        )
+        if not answers_health(self.base_url, timeout):
+            raise RuntimeError(
+                f"the bench web process did not answer /_health within {timeout:.0f}s; see {self.var / 'log'}/web.log"
+            )
+
+
+def answers_health(base_url: str, timeout: float) -> bool:
+    """Whether `<base_url>/_health` answers 200 within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with _NO_PROXY.open(f"{base_url}/_health", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
 
 
 def run_manage(env: dict[str, str], *args: str) -> str:
