@@ -15,6 +15,7 @@ from pipeline.ingestion.tasks import ingest_batch
 from pipeline.storage.events import count_events, list_events
 from tests.conftest import SERVERS
 from tests.factories import wait_for_events
+from tests.ops.processes import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -242,6 +243,9 @@ def test_ingestion_reconnects_when_postgresql_restarts(project, servers, make_wo
     sent = make_events(3, prefix="restart")
     publish_ingest(broker, project, sent)
     wait_for_events(project.id, len(sent))
+    # The batch writes to PostgreSQL after its INSERT too (definitions, docs/governance.md):
+    # restarting before it ends would be the mid-batch case, which retries under either setting.
+    wait_until(lambda: "ingested batch" in worker.log.read_text(), 30, "the first batch's end", worker.tail)
 
     servers["postgres"].restart()
     connection.close()  # this process's connection died with the server too
