@@ -21,6 +21,7 @@ from typing import TypeVar
 import structlog
 from django.conf import settings
 
+from pipeline import hot_settings
 from pipeline.plugins.timeouts import call_with_time_limit
 
 T = TypeVar("T")
@@ -36,7 +37,7 @@ def call_within_limits(
     """Call `fn(*args)` under the time limit `seconds` (the value of `setting`) and
     PLUGIN_RECURSION_LIMIT: past either, PluginTimeoutError or RecursionError is raised out of the
     plugin's code."""
-    headroom = settings.PLUGIN_RECURSION_LIMIT
+    headroom = hot_settings.get("PLUGIN_RECURSION_LIMIT")
     if headroom <= 0:
         return call_with_time_limit(fn, args, seconds, what, setting)
     previous = sys.getrecursionlimit()

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from bklog_app.plugins.models import Plugin, PluginAttachment, PluginConfig
+from pipeline import hot_settings
 from pipeline.errors import is_outage
 from pipeline.plugins import reload
 from pipeline.plugins.api import RetryError
@@ -93,7 +94,7 @@ class PluginInstance:
         """Run one plugin callable within its limits, with print() captured; logs stored after."""
         with _lock, capturing(self.sink):
             try:
-                return call_within_limits(fn, args, settings.PLUGIN_TIMEOUT_SECONDS, what)
+                return call_within_limits(fn, args, hot_settings.get("PLUGIN_TIMEOUT_SECONDS"), what)
             finally:
                 _flush_quietly(self.sink)
 

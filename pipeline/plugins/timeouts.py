@@ -20,7 +20,8 @@ from pipeline.plugins.api import PluginTimeoutError
 
 T = TypeVar("T")
 
-# (monotonic deadline, what, seconds, setting) of the plugin call running in this context, if any.
+# (monotonic deadline, what, seconds, setting) of the trace-limited plugin call running in this
+# context, if any; on the main thread the innermost alarm-limited call is `_alarms[-1]`.
 _current: ContextVar[tuple[float, str, float, str] | None] = ContextVar("plugin_call_deadline", default=None)
 
 
@@ -39,10 +40,10 @@ def call_with_time_limit(
     if seconds <= 0:
         return fn(*args)
     limit = (time.monotonic() + seconds, what, seconds, setting)  # computed once
+    if _HAS_ITIMER and threading.get_ident() == threading.main_thread().ident:
+        return _with_alarm(fn, args, limit)  # `_alarms` holds the limit for bounded_sleep
     token = _current.set(limit)
     try:
-        if _HAS_ITIMER and threading.current_thread() is threading.main_thread():
-            return _with_alarm(fn, args, limit)
         return _with_trace(fn, args, limit)
     finally:
         _current.reset(token)
@@ -123,6 +124,8 @@ def bounded_sleep(seconds: float) -> None:
     """`time.sleep` for restricted plugins: a sleep past the call's deadline ends in a timeout."""
     seconds = max(float(seconds), 0.0)
     current = _current.get()
+    if current is None and _alarms and threading.get_ident() == threading.main_thread().ident:
+        current = _alarms[-1]
     if current is None or time.monotonic() + seconds <= current[0]:
         time.sleep(seconds)
         return

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pipeline.plugins.api import PluginTimeoutError
-from pipeline.plugins.timeouts import call_with_time_limit
+from pipeline.plugins.timeouts import bounded_sleep, call_with_time_limit
 
 
 def spin(seconds: float) -> str:
@@ -65,3 +65,27 @@ def test_a_call_on_another_thread_is_limited_too():
     thread.start()
     thread.join(20)
     assert len(outcome) == 1 and isinstance(outcome[0], PluginTimeoutError)
+
+
+@pytest.mark.parametrize("on_thread", [False, True])
+def test_a_restricted_plugins_sleep_past_its_limit_ends(on_thread):
+    """bounded_sleep (the `time.sleep` of restricted plugins) finds the running call's limit on
+    the main thread (the alarm's list) and on any other (where a trace cannot interrupt a C
+    sleep): a 30 s sleep in a call limited to 0.2 s ends in the call's timeout."""
+    outcome: list[BaseException | str] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call_with_time_limit(bounded_sleep, (30,), 0.2, "napper"))
+        except PluginTimeoutError as exc:
+            outcome.append(exc)
+
+    if on_thread:
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(20)
+    else:
+        run()
+    assert len(outcome) == 1 and isinstance(outcome[0], PluginTimeoutError), outcome
+    assert "napper ran past" in str(outcome[0])
+    assert call_with_time_limit(bounded_sleep, (0.01,), 5, "short nap") is None
