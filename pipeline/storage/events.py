@@ -204,13 +204,14 @@ def list_events(
     """The project's events in [after_ms, before_ms) past the cursor, newest first, at most
     `limit`, read one time window at a time, newest first: the UTC day of `before_ms` or of now,
     whichever is earlier (with everything later in the range), then earlier windows only while
-    the page is not full, each as long as `next_window_days` says. A first page costs about a day of the
-    project's events rather than all of them.
+    the page is not full, each as long as `next_window_days` says. A first page costs about a
+    day of the project's events rather than all of them.
 
     The windows are half-open, start at UTC midnights and follow one another, so together they
     are exactly the range: the page is the one a single query over the range would give. They
-    are aligned to the key's days when the server's timezone is UTC, as bklog's servers run;
-    in any other a window reads one day more than it needs."""
+    match the key's days when the ClickHouse server's timezone is UTC (as
+    support-files/dev/clickhouse-config.xml.template sets it); in any other a window reads one
+    day more than it needs."""
     cursor_ms, cursor_uuid = cursor or (MAX_CURSOR_MS, "~")
     before_ms = min(before_ms, cursor_ms + 1)
     if before_ms <= after_ms:
