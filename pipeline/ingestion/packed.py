@@ -3,11 +3,11 @@ queue, decoded only in the pool process that runs the batch.
 
 The ingestion worker's main process prefetches INGESTION_BATCH_MESSAGES x 2 messages. Decoded, a
 bench message of 100 events is about 200 KB of Python objects; its JSON 55 KB; as kombu's Redis
-transport brings it (zlib, base64), 7.5 KB. celery-batches decodes every message in the main
-process and pickles the decoded body to the pool, so the main process peaked at 219 MB on the
-bench with the prefetched messages decoded. Celery's own protocol 2 leaves decoding to the pool,
-and so does this: `pack` keeps the body the transport holds anyway (`PackedRequest`, pickled to
-the pool as it is), and `PackedRequest.kwargs` decodes it there.
+transport brings it (zlib, base64), 7.5 KB. celery-batches' own strategy decodes every message
+in the main process and pickles the decoded body to the pool: the prefetched messages, decoded,
+took the main process to 199-219 MB on the bench. Celery's protocol 2 leaves decoding to the
+pool, and so does this: `pack` keeps the body the transport holds anyway (`PackedRequest`,
+pickled to the pool as it is), and `PackedRequest.kwargs` decodes it there.
 
 How many events a message holds (for INGESTION_BATCH_EVENTS) comes from its `EVENTS_HEADER`,
 which capture writes (enqueue.py); a message without one (published before it existed, or by
