@@ -136,7 +136,7 @@ class Buffered:
     """A message in the consumer's buffer: what celery-batches' flush reads of Celery's request
     (`eta`), and the acknowledgement and requeue Celery's request would make."""
 
-    __slots__ = ("_ack", "_connection_errors", "_reject", "packed")
+    __slots__ = ("_ack", "_connection_errors", "_reject", "packed", "settled")
     eta = None  # capture sets no ETA: every buffered message is ready
 
     def __init__(self, packed: PackedRequest, ack, reject, connection_errors) -> None:
@@ -144,16 +144,21 @@ class Buffered:
         self._ack = ack
         self._reject = reject
         self._connection_errors = connection_errors
+        self.settled = False
 
     @property
     def id(self) -> str:
         return self.packed.id
 
     def acknowledge(self) -> None:
-        self._ack(settle_logger, self._connection_errors)
+        if not self.settled:
+            self.settled = True
+            self._ack(settle_logger, self._connection_errors)
 
     def reject(self, requeue: bool = False) -> None:
-        self._reject(settle_logger, self._connection_errors, requeue)
+        if not self.settled:
+            self.settled = True
+            self._reject(settle_logger, self._connection_errors, requeue)
 
 
 # Retries are the batch's own (an outage is retried in place, then the messages requeued), and
