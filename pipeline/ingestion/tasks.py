@@ -238,7 +238,7 @@ def _decoded(requests: list[PackedRequest | SimpleRequest]) -> list[ReceivedRequ
             messages.extend(from_wire(request.kwargs, request.id))
         except Exception as exc:
             logger.error(
-                "ingestion message body cannot be decoded; dropped (find it by id in the capture journal)",
+                "undecodable ingestion message dropped: capture writes JSON, so look for what else publishes here",
                 message_id=request.id,
                 error=repr(exc),
             )
