@@ -11,7 +11,7 @@ pickled to the pool as it is), and `PackedRequest.kwargs` decodes it there.
 
 How many events a message holds (for INGESTION_BATCH_EVENTS) comes from its `EVENTS_HEADER`,
 which capture writes (enqueue.py); a message without one (published before it existed, or by
-`apply_async`) is decoded once in the main process to count them, and that decoding dropped.
+`apply_async`) is decoded once in the main process to count them, and the decoded body not kept.
 """
 
 import base64
@@ -30,7 +30,7 @@ _BASE64 = "base64"
 @dataclass(slots=True)
 class PackedRequest:
     """What the ingestion task gets per message: its id, delivery info and kwargs, like
-    celery-batches' SimpleRequest, with the kwargs decoded on first use."""
+    celery-batches' SimpleRequest, the kwargs decoded when read (in the pool process)."""
 
     id: str
     delivery_info: dict[str, Any]
@@ -89,5 +89,5 @@ def pack(message: Message) -> tuple[PackedRequest, int]:
 def _events_of(packed: PackedRequest) -> int:
     try:
         return events_in(packed.kwargs)
-    except Exception:  # the batch dead-letters what cannot be read; here it counts as one
+    except Exception:  # the batch logs and drops what cannot be read; here it counts as one
         return 1

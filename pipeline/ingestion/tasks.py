@@ -50,7 +50,7 @@ from pipeline.queues import TaskName
 from pipeline.redis import REDIS_ERRORS
 
 logger = structlog.get_logger(__name__)
-settle_logger = logging.getLogger(__name__)  # kombu's ack/reject log through a stdlib logger
+settle_logger = logging.getLogger(__name__)  # where kombu's ack/reject report a failure (stdlib)
 
 SWEEP_TIME_LIMIT = 300
 
