@@ -17,7 +17,7 @@ from bench import scale
 from bench.stats import spread
 
 RATES = (500, 1000, 2000)
-WORKER_RSS_LIMIT_MB = 250.0
+WORKER_RSS_LIMIT_MB = 150.0
 APP_PROGRAMS = ("bklog-web", "bklog-worker-", "bklog-beat")  # the stores are not "worker processes"
 
 # section name in the results -> (scenario, {figure: how to read it from one run})
@@ -139,7 +139,7 @@ TARGETS = (
     ),
     ("governance_cost", "governance", "cost_percent", "<=", 10, "a 20-event plan in enforce costs <= 10 % of events/s"),
     ("batch_vs_naive", None, None, ">=", 20, ">= 20x the naive pipeline"),
-    ("worker_rss", None, None, "<=", WORKER_RSS_LIMIT_MB, "every worker process <= 250 MB RSS"),
+    ("worker_rss", None, None, "<=", WORKER_RSS_LIMIT_MB, "every worker and web process <= 150 MB RSS"),
 )
 
 

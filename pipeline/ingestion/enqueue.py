@@ -22,6 +22,7 @@ from django.conf import settings
 from pipeline.ingestion import publish
 from pipeline.ingestion.coalesce import Coalescer, Guard
 from pipeline.ingestion.message import (
+    EVENTS_HEADER,
     INGEST_QUEUE,
     INGEST_QUEUES,
     INGEST_TASK_NAME,
@@ -45,8 +46,14 @@ def enqueue(request: CapturedRequest, *, guard: Guard = None, coalesce: bool = T
     if not publish.is_redis_broker():
         if guard is not None:
             raise ValueError("a guard needs a Redis broker (publish.can_guard_with)")
+        kwargs = to_wire([request])
         current_app.send_task(
-            INGEST_TASK_NAME, kwargs=to_wire([request]), queue=queue, retry=True, retry_policy=_RETRY_POLICY
+            INGEST_TASK_NAME,
+            kwargs=kwargs,
+            queue=queue,
+            headers={EVENTS_HEADER: events_in(kwargs)},
+            retry=True,
+            retry_policy=_RETRY_POLICY,
         )
         return
     if coalesce:
@@ -71,8 +78,11 @@ def publish_journaled(kwargs: dict, *, guard: Guard = None, queue: str = INGEST_
     """Push one ingestion message (kwargs: message.to_wire) on `queue` and record it in the capture
     journal; returns its id. The hot path of capture (publish.py says why it is not apply_async)."""
     message_id = str(uuid.uuid4())
-    kwargsrepr = f"{{'parts': <{len(parts_of(kwargs))} requests, {events_in(kwargs)} events>}}"
-    message = publish.task_message(INGEST_TASK_NAME, queue, kwargs, kwargsrepr, task_id=message_id)
+    events = events_in(kwargs)
+    kwargsrepr = f"{{'parts': <{len(parts_of(kwargs))} requests, {events} events>}}"
+    message = publish.task_message(
+        INGEST_TASK_NAME, queue, kwargs, kwargsrepr, task_id=message_id, headers={EVENTS_HEADER: events}
+    )
     publish.publish(queue, message, guard=guard, journal_id=message_id)
     return message_id
 

@@ -19,6 +19,9 @@ INGEST_TASK_NAME = TaskName.INGEST_BATCH.value  # the consumer: pipeline/ingesti
 INGEST_QUEUE = TASK_QUEUES[TaskName.INGEST_BATCH].value
 OVERFLOW_QUEUE = Queue.INGESTION_OVERFLOW.value  # the same task, for projects moved aside (isolation.py)
 INGEST_QUEUES = (INGEST_QUEUE, OVERFLOW_QUEUE)
+# A message header: how many events the message holds, so the consumer can size a batch without
+# decoding the body (pipeline/ingestion/packed.py).
+EVENTS_HEADER = "bklog_events"
 
 
 class CapturedRequest(TypedDict):

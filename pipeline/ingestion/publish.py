@@ -52,10 +52,16 @@ def is_redis_broker() -> bool:
 
 
 def task_message(
-    task_name: str, queue: str, kwargs: dict[str, Any], kwargsrepr: str, task_id: str | None = None
+    task_name: str,
+    queue: str,
+    kwargs: dict[str, Any],
+    kwargsrepr: str,
+    task_id: str | None = None,
+    headers: dict[str, Any] | None = None,
 ) -> bytes:
-    """The bytes kombu's Redis transport would LPUSH for `apply_async(kwargs=kwargs)` of the task
-    named `task_name` on `queue`. By name: the web process need not import the task's module."""
+    """The bytes kombu's Redis transport would LPUSH for `apply_async(kwargs=kwargs,
+    headers=headers)` of the task named `task_name` on `queue`. By name: the web process need not
+    import the task's module."""
     task_id = task_id or str(uuid.uuid4())
     message = current_app.amqp.as_task_v2(
         task_id, task_name, args=(), kwargs=kwargs, argsrepr="()", kwargsrepr=kwargsrepr, ignore_result=True
@@ -65,7 +71,7 @@ def task_message(
         "body": base64.b64encode(body).decode("ascii"),
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": {**message.headers, "compression": COMPRESSION},
+        "headers": {**message.headers, **(headers or {}), "compression": COMPRESSION},
         "properties": {
             **message.properties,
             "delivery_mode": _DELIVERY_MODE_PERSISTENT,

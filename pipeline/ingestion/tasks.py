@@ -21,6 +21,7 @@ The worker's half of ingestion: capture publishes through pipeline/ingestion/enq
 does not import this module (nor celery-batches) into the web process.
 """
 
+import logging
 import time
 
 import structlog
@@ -34,7 +35,8 @@ from pipeline.errors import is_outage
 from pipeline.ingestion import isolation, journal, projects, publish
 from pipeline.ingestion.batch import dead_letter_messages, ingest_messages, set_aside
 from pipeline.ingestion.enqueue import publish_journaled, republish
-from pipeline.ingestion.message import INGEST_QUEUES, OVERFLOW_QUEUE, events_in, from_wire, to_wire
+from pipeline.ingestion.message import INGEST_QUEUES, OVERFLOW_QUEUE, ReceivedRequest, from_wire, to_wire
+from pipeline.ingestion.packed import PackedRequest, pack
 from pipeline.ingestion.status import record_ingested
 from pipeline.metrics import (
     CAPTURE_MESSAGES_REPUBLISHED,
@@ -48,15 +50,18 @@ from pipeline.queues import TaskName
 from pipeline.redis import REDIS_ERRORS
 
 logger = structlog.get_logger(__name__)
+settle_logger = logging.getLogger(__name__)  # where kombu's ack/reject report a failure (stdlib)
 
 SWEEP_TIME_LIMIT = 300
 
 
 class AckWhenStored(Batches):
-    """Batches that acknowledge on success and requeue on failure, instead of acking always, and
-    that cut a batch at `flush_events` events as well as at `flush_every` messages: single-event
-    requests make many small messages (the more per INSERT, the less ClickHouse works per
-    event), batch requests few large ones (a bound on events bounds the INSERT and memory)."""
+    """Batches that acknowledge on success and requeue on failure, instead of acking always, that
+    cut a batch at `flush_events` events as well as at `flush_every` messages (single-event
+    requests make many small messages: the more per INSERT, the less ClickHouse works per event;
+    batch requests few large ones: a bound on events bounds the INSERT and memory), and that
+    leave each message's body undecoded until its batch runs in a pool process (packed.py says
+    why: the prefetched messages, decoded, were most of the main process's memory)."""
 
     flush_events = 5_000
     _buffered_events = 0  # in the buffer since the last flush
@@ -64,25 +69,29 @@ class AckWhenStored(Batches):
     def Strategy(self, task, app, consumer):
         """Called each time the consumer (re)starts, e.g. after the broker connection was lost.
 
-        On a lost connection Celery clears the event loop's timer, and with it celery-batches'
-        repeating flush; its handle `_tref` stays set, so no new timer would start and the
-        buffer would flush only on every `flush_every`-th message: a quiet queue stalls. Forget
-        the dead handle, and re-arm the timer at once for messages already buffered (they are
-        kept: settling them on the new connection works, and if it does not, the broker delivers
-        them again after the visibility timeout and dedup drops the copy).
+        On a lost connection Celery clears the event loop's timer, and with it the repeating
+        flush; its handle `_tref` stays set, so no new timer would start and the buffer would
+        flush only on every `flush_every`-th message: a quiet queue stalls. Forget the dead
+        handle, and re-arm the timer at once for messages already buffered (they are kept:
+        settling them on the new connection works, and if it does not, the broker delivers them
+        again after the visibility timeout and dedup drops the copy).
         """
-        handler = super().Strategy(task, app, consumer)
+        self._pool = consumer.pool
         if self._tref is not None:
             self._tref.cancel()
             self._tref = None
         if self._buffer.qsize() or self._pending.qsize():
             logger.warning("consumer restarted with buffered messages; flushing them", messages=self._buffer.qsize())
             self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+        connection_errors = consumer.connection_errors
 
         def on_message(message, body, ack, reject, callbacks, **kwargs) -> None:
-            handler(message, body, ack, reject, callbacks, **kwargs)
-            self._buffered_events += _events_in(message.payload)  # decoded once, cached by kombu
-            if self._buffered_events >= self.flush_events:
+            packed, events = pack(message)
+            self._buffer.put(Buffered(packed, ack, reject, connection_errors))
+            if self._tref is None:  # the first message starts the flush timer
+                self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+            self._buffered_events += events
+            if not next(self._count) % self.flush_every or self._buffered_events >= self.flush_events:
                 self._do_flush()
 
         return on_message
@@ -91,8 +100,8 @@ class AckWhenStored(Batches):
         self._buffered_events = 0
         super()._do_flush()
 
-    def flush(self, requests):
-        simple = ([SimpleRequest.from_request(r) for r in requests],)
+    def flush(self, requests: list["Buffered"]):
+        packed = ([request.packed for request in requests],)
 
         def settle(ack: bool) -> None:
             for request in requests:
@@ -117,18 +126,39 @@ class AckWhenStored(Batches):
 
         return self._pool.apply_async(
             apply_batches_task,
-            (self, simple, 0, None),
+            (self, packed, 0, None),
             callback=on_return,
             error_callback=on_error,
         )
 
 
-def _events_in(payload) -> int:
-    """Events in a capture message's decoded body: (args, kwargs, embed)."""
-    try:
-        return events_in(payload[1])
-    except (TypeError, KeyError, IndexError, AttributeError):
-        return 1
+class Buffered:
+    """A message in the consumer's buffer: what celery-batches' flush reads of Celery's request
+    (`eta`), and the acknowledgement and requeue Celery's request would make."""
+
+    __slots__ = ("_ack", "_connection_errors", "_reject", "packed", "settled")
+    eta = None  # capture sets no ETA: every buffered message is ready
+
+    def __init__(self, packed: PackedRequest, ack, reject, connection_errors) -> None:
+        self.packed = packed
+        self._ack = ack
+        self._reject = reject
+        self._connection_errors = connection_errors
+        self.settled = False
+
+    @property
+    def id(self) -> str:
+        return self.packed.id
+
+    def acknowledge(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self._ack(settle_logger, self._connection_errors)
+
+    def reject(self, requeue: bool = False) -> None:
+        if not self.settled:
+            self.settled = True
+            self._reject(settle_logger, self._connection_errors, requeue)
 
 
 # Retries are the batch's own (an outage is retried in place, then the messages requeued), and
@@ -142,9 +172,9 @@ def _events_in(payload) -> int:
     flush_interval=settings.INGESTION_BATCH_SECONDS,
     **ACK_LATE,
 )
-def ingest_batch(requests: list[SimpleRequest]) -> bool:
+def ingest_batch(requests: list[PackedRequest | SimpleRequest]) -> bool:
     """Return True when every message is durably handled (stored, duplicate or dead-lettered)."""
-    messages = [message for request in requests for message in from_wire(request.kwargs, request.id)]
+    messages = _decoded(requests)
     message_ids = [request.id for request in requests]
     _journal(journal.touch, message_ids)
     messages = _move_overflow(requests, messages)
@@ -199,7 +229,23 @@ def ingest_batch(requests: list[SimpleRequest]) -> bool:
         return True
 
 
-def _move_overflow(requests: list[SimpleRequest], messages: list[dict]) -> list[dict]:
+def _decoded(requests: list[PackedRequest | SimpleRequest]) -> list[ReceivedRequest]:
+    """The requests of every message. A body that cannot be decoded is logged and acknowledged
+    with the batch, as Celery does with an undecodable message: no retry would read it."""
+    messages = []
+    for request in requests:
+        try:
+            messages.extend(from_wire(request.kwargs, request.id))
+        except Exception as exc:
+            logger.error(
+                "undecodable ingestion message dropped: capture writes JSON, so look for what else publishes here",
+                message_id=request.id,
+                error=repr(exc),
+            )
+    return messages
+
+
+def _move_overflow(requests: list[PackedRequest | SimpleRequest], messages: list[dict]) -> list[dict]:
     """The messages to run here; those of projects in overflow that came on the `ingestion` queue
     are published on `ingestion_overflow` instead. Anything wrong: they all run here."""
     if not isolation.is_enabled() or not publish.is_redis_broker():
@@ -220,7 +266,7 @@ def _move_overflow(requests: list[SimpleRequest], messages: list[dict]) -> list[
     return keep
 
 
-def _queue_of(request: SimpleRequest) -> str | None:
+def _queue_of(request: PackedRequest | SimpleRequest) -> str | None:
     return (request.delivery_info or {}).get("routing_key")
 
 

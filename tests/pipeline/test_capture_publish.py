@@ -12,7 +12,8 @@ from kombu import Connection
 
 from bklog_app.models import Project
 from pipeline.ingestion import projects, publish
-from pipeline.ingestion.message import INGEST_QUEUE, INGEST_TASK_NAME
+from pipeline.ingestion.enqueue import publish_journaled
+from pipeline.ingestion.message import EVENTS_HEADER, INGEST_QUEUE, INGEST_TASK_NAME, to_wire
 from pipeline.ingestion.tasks import ingest_batch
 from pipeline.queues import Queue
 from pipeline.redis import _client_for, get_redis
@@ -96,3 +97,14 @@ def test_a_project_changed_in_another_process_is_not_served_from_the_cache(clien
 
     assert response.status_code == 401, response.content
     assert response.json()["code"] == "invalid_api_key"
+
+
+def test_capture_writes_how_many_events_a_message_holds(servers, settings):
+    """The ingestion consumer sizes its batches by this header without decoding the body."""
+    settings.CELERY_BROKER_URL = servers["redis"].url[:-1] + "14"  # a database no other test uses
+    scratch = _client_for(settings.CELERY_BROKER_URL)
+    scratch.flushdb()
+    publish_journaled(to_wire([KWARGS, {**KWARGS, "events": KWARGS["events"] * 3}]))
+    [raw] = scratch.lrange(Queue.INGESTION.value, 0, -1)
+    scratch.flushdb()
+    assert json.loads(raw)["headers"][EVENTS_HEADER] == 4

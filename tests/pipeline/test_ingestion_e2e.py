@@ -10,8 +10,11 @@ from django.db import connection
 from kombu import Connection
 
 from bklog_app.models import DeadLetter, IngestionWarning
+from pipeline.ingestion import publish
 from pipeline.ingestion.batch import ingest_messages
+from pipeline.ingestion.message import EVENTS_HEADER, INGEST_QUEUE, INGEST_TASK_NAME, to_wire
 from pipeline.ingestion.tasks import ingest_batch
+from pipeline.redis import _client_for
 from pipeline.storage.events import count_events, list_events
 from tests.conftest import SERVERS
 from tests.factories import wait_for_events
@@ -256,3 +259,23 @@ def test_ingestion_reconnects_when_postgresql_restarts(project, servers, make_wo
     # With health checks the batch never sees the dead connection; without, it retries once.
     assert ("dependency down, retrying ingestion batch" in log) == (health_checks == "false")
     assert "messages requeued" not in log
+
+
+def test_the_event_limit_counts_a_message_by_its_events_header(project, servers, make_worker):
+    """Capture writes how many events a message holds in a header (message.EVENTS_HEADER), and
+    the consumer counts by it without decoding the body: one message whose header says 10 is cut
+    at once at a limit of 10."""
+    broker = servers["redis"].url[:-1] + "5"
+    make_worker(
+        "ingestion",
+        CELERY_BROKER_URL=broker,
+        INGESTION_BATCH_SECONDS="60",
+        INGESTION_BATCH_MESSAGES="1000",
+        INGESTION_BATCH_EVENTS="10",
+    )
+    events = make_events(1, prefix="header")
+    kwargs = to_wire([{"token": project.api_token, "project_id": project.id, "events": events, "ip": "127.0.0.1",
+                       "now": "2024-06-01T00:00:00.000+00:00", "sent_at": None}])  # fmt: skip
+    raw = publish.task_message(INGEST_TASK_NAME, INGEST_QUEUE, kwargs, "test", headers={EVENTS_HEADER: 10})
+    _client_for(broker).lpush(INGEST_QUEUE, raw)
+    assert_stored_exactly_once(project.id, events, timeout=40)
