@@ -25,17 +25,18 @@ A broker that is not Redis gets Celery's own publish (`send_task`, pipeline/inge
 """
 
 import base64
+import hashlib
 import json
 import time
 import uuid
 import zlib
-from functools import lru_cache
 from typing import Any
 
 import orjson
 import redis
 from celery import current_app
 from django.conf import settings
+from redis.exceptions import NoScriptError
 
 from pipeline.ingestion import journal
 from pipeline.redis import REDIS_ERRORS
@@ -127,6 +128,8 @@ if ARGV[3] ~= '' then
 end
 return {1}
 """
+_PUSH_SHA = hashlib.sha1(_PUSH.encode(), usedforsecurity=False).hexdigest()  # Redis names scripts so
+_PUSH_KEYS = 4
 
 
 def can_guard_with(redis_url: str) -> bool:
@@ -150,18 +153,19 @@ def publish(
     client = journal.broker()
     guard_key, expected = guard if guard is not None else ("", None)
     replicas = settings.REDIS_WAIT_REPLICAS
+    keys_and_args = (
+        guard_key,
+        queue,
+        journal.JOURNAL_KEY,
+        journal.MESSAGES_KEY,
+        expected or b"",
+        message,
+        journal_id or "",
+        journal.now_ms(),
+    )
     for delay in (*_RETRY_DELAYS, None):
         try:
-            # One connection for the push and its WAIT: WAIT counts that connection's writes.
-            pipe = client.pipeline(transaction=False)
-            _push_script(client)(
-                keys=[guard_key, queue, journal.JOURNAL_KEY, journal.MESSAGES_KEY],
-                args=[expected or b"", message, journal_id or "", journal.now_ms()],
-                client=pipe,
-            )
-            if replicas:
-                pipe.execute_command("WAIT", replicas, settings.REDIS_WAIT_TIMEOUT_MS)
-            result, *acknowledged = pipe.execute()
+            result, *acknowledged = _push(client, keys_and_args, replicas)
             if result[0] != 1:
                 raise GuardChanged(result[1] or None)
             if acknowledged and acknowledged[0] < replicas:
@@ -175,9 +179,25 @@ def publish(
             time.sleep(delay)
 
 
-@lru_cache(maxsize=4)
-def _push_script(client):
-    return client.register_script(_PUSH)
+def _push(client, keys_and_args: tuple, replicas: int) -> list:
+    """Run the push script by its SHA: one round trip. (redis-py's `Script` object in a pipeline
+    asks SCRIPT EXISTS before every pipeline, a second round trip per message.) A Redis that
+    does not know the script yet (restarted, failed over, SCRIPT FLUSH) is sent it once."""
+    try:
+        return _evalsha(client, keys_and_args, replicas)
+    except NoScriptError:
+        client.script_load(_PUSH)
+        return _evalsha(client, keys_and_args, replicas)
+
+
+def _evalsha(client, keys_and_args: tuple, replicas: int) -> list:
+    if not replicas:
+        return [client.evalsha(_PUSH_SHA, _PUSH_KEYS, *keys_and_args)]
+    # One connection for the push and its WAIT: WAIT counts that connection's writes.
+    pipe = client.pipeline(transaction=False)
+    pipe.evalsha(_PUSH_SHA, _PUSH_KEYS, *keys_and_args)
+    pipe.execute_command("WAIT", replicas, settings.REDIS_WAIT_TIMEOUT_MS)
+    return pipe.execute()
 
 
 def _dumps(value) -> bytes:

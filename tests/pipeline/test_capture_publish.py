@@ -108,3 +108,32 @@ def test_capture_writes_how_many_events_a_message_holds(servers, settings):
     [raw] = scratch.lrange(Queue.INGESTION.value, 0, -1)
     scratch.flushdb()
     assert json.loads(raw)["headers"][EVENTS_HEADER] == 4
+
+
+def _script_calls(redis) -> int:
+    """SCRIPT EXISTS, LOAD, ... calls so far (Redis 7 counts each subcommand as `script|<name>`)."""
+    stats = redis.info("commandstats")
+    return sum(value["calls"] for name, value in stats.items() if name.split("|")[0] == "cmdstat_script")
+
+
+def test_a_publish_is_one_command_once_redis_knows_the_script(servers):
+    redis = _client_for(settings.CELERY_BROKER_URL)
+    queue = f"test:queue:{uuid.uuid4()}"
+    redis.script_flush()
+    publish.publish(queue, b"first")  # Redis answers NOSCRIPT: the script is loaded, the push made
+    before = _script_calls(redis)
+    publish.publish(queue, b"second")
+    assert _script_calls(redis) == before  # no SCRIPT EXISTS before each push
+    assert redis.lrange(queue, 0, -1) == [b"second", b"first"]
+    redis.delete(queue)
+
+
+def test_a_push_that_waits_for_replicas_loads_the_script_too(servers, settings):
+    settings.REDIS_WAIT_REPLICAS, settings.REDIS_WAIT_TIMEOUT_MS = 1, 1  # no replica: none confirms
+    redis = _client_for(settings.CELERY_BROKER_URL)
+    queue = f"test:queue:{uuid.uuid4()}"
+    redis.script_flush()
+    with pytest.raises(publish.NotReplicated, match="0 of 1 Redis replica"):
+        publish.publish(queue, b"unconfirmed")
+    assert redis.lrange(queue, 0, -1) == [b"unconfirmed"]  # pushed once, not retried
+    redis.delete(queue)
