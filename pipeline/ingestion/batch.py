@@ -31,7 +31,7 @@ from pipeline.ingestion.message import ReceivedRequest, context_of
 from pipeline.ingestion.projects import ProjectInfo, project_by_id, project_for_token
 from pipeline.ingestion.records import BatchRecords
 from pipeline.ingestion.timestamps import parse_iso, resolve_timestamp, to_ms
-from pipeline.persons.resolve import resolve_persons
+from pipeline.persons.resolve import resolve_batch
 from pipeline.plugins.chain import run_process_event_chain
 from pipeline.plugins.dispatch import dispatch_stored_events, wants_stored_events
 from pipeline.privacy.suppression import SuppressionCheck
@@ -248,20 +248,20 @@ def _step_6_persons(normalised: list[_Normalised], records: BatchRecords) -> lis
     for item in normalised:
         by_project.setdefault(item.project.id, []).append(item)
     created_at_ms = to_ms(datetime.now(UTC))
-    rows = []
-    for project_id, items in by_project.items():
-
-        def warn(type_: str, event_uuid: str | None, details: dict, _project_id=project_id) -> None:
-            records.warn(_project_id, type_, event_uuid, details)
-
-        try:
-            persons = resolve_persons(project_id, [item.event for item in items], warn)
-        except Exception as exc:
-            if is_outage(exc):
-                raise
+    try:  # every project's persons in one round of queries (a failing project falls back on its own)
+        resolved = resolve_batch(
+            {project_id: [item.event for item in items] for project_id, items in by_project.items()}, records.warn
+        )
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        for project_id, items in by_project.items():
             for item in items:
                 records.dead_letter(project_id, "persons", exc, item.raw, item.context)
-            continue
+        return []
+    rows = []
+    for project_id, items in by_project.items():
+        persons = resolved[project_id]
         for item, person in zip(items, persons, strict=True):
             if isinstance(person, Exception):  # this event's person handling failed, not the batch's
                 records.dead_letter(project_id, "persons", person, item.raw, item.context)
