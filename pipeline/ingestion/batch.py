@@ -28,12 +28,13 @@ from pipeline.ingestion import dedup
 from pipeline.ingestion.elements import elements_to_chain
 from pipeline.ingestion.isolation import ChainCost
 from pipeline.ingestion.message import ReceivedRequest, context_of
-from pipeline.ingestion.projects import ProjectInfo, project_by_id, project_for_token
+from pipeline.ingestion.projects import ProjectInfo, load_tokens, project_by_id, project_for_token
 from pipeline.ingestion.records import BatchRecords
 from pipeline.ingestion.timestamps import parse_iso, resolve_timestamp, to_ms
 from pipeline.persons.resolve import resolve_batch
 from pipeline.plugins.chain import run_process_event_chain
 from pipeline.plugins.dispatch import dispatch_stored_events, wants_stored_events
+from pipeline.plugins.registry import load_project_plugins
 from pipeline.privacy.suppression import SuppressionCheck
 from pipeline.storage.events import EventRow, insert_events, ms_to_iso
 
@@ -71,12 +72,9 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
     records = BatchRecords()
     suppressed = SuppressionCheck()
     normalised: list[_Normalised] = []
-    projects: dict[tuple, ProjectInfo | None] = {}  # one lookup per token in a batch, not per message
+    projects = _resolve_projects(messages)
     for message in messages:
-        key = (message.get("token"), message.get("project_id"))
-        if key not in projects:
-            projects[key] = _resolve_project(message)
-        project = projects[key]
+        project = projects[(message.get("token"), message.get("project_id"))]
         events = message.get("events") or []
         report.received += len(events)
         if project is None:
@@ -138,6 +136,19 @@ def set_aside(messages: list[ReceivedRequest], arrived_on_main: set[str]) -> tup
         moving = message["id"] in arrived_on_main and project is not None and project.ingestion_overflow
         (aside if moving else keep).append(message)
     return keep, aside
+
+
+def _resolve_projects(messages: list[ReceivedRequest]) -> dict[tuple, ProjectInfo | None]:
+    """Step 1 for the whole batch: (token, project id) -> project, one lookup per token, not per
+    message; the tokens and plugin chains no process has cached are read in one query each."""
+    load_tokens(message.get("token") or "" for message in messages)
+    projects: dict[tuple, ProjectInfo | None] = {}
+    for message in messages:
+        key = (message.get("token"), message.get("project_id"))
+        if key not in projects:
+            projects[key] = _resolve_project(message)
+    load_project_plugins(project.id for project in projects.values() if project is not None)
+    return projects
 
 
 def _resolve_project(message: ReceivedRequest) -> ProjectInfo | None:
