@@ -73,6 +73,7 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
     suppressed = SuppressionCheck()
     normalised: list[_Normalised] = []
     projects = _resolve_projects(messages)
+    suppressed.load(project.id for project in projects.values() if project is not None)
     for message in messages:
         project = projects[(message.get("token"), message.get("project_id"))]
         events = message.get("events") or []
