@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import structlog
 
 from pipeline.errors import is_outage
-from pipeline.governance.ingestion import apply_tracking_plan, record_batch
+from pipeline.governance.ingestion import apply_tracking_plan, load_plans, record_batch
 from pipeline.ingestion import dedup
 from pipeline.ingestion.elements import elements_to_chain
 from pipeline.ingestion.isolation import ChainCost
@@ -141,14 +141,17 @@ def set_aside(messages: list[ReceivedRequest], arrived_on_main: set[str]) -> tup
 
 def _resolve_projects(messages: list[ReceivedRequest]) -> dict[tuple, ProjectInfo | None]:
     """Step 1 for the whole batch: (token, project id) -> project, one lookup per token, not per
-    message; the tokens and plugin chains no process has cached are read in one query each."""
+    message; the tokens, plugin chains and tracking plans no process has cached are read in one
+    query each."""
     load_tokens(message.get("token") or "" for message in messages)
     projects: dict[tuple, ProjectInfo | None] = {}
     for message in messages:
         key = (message.get("token"), message.get("project_id"))
         if key not in projects:
             projects[key] = _resolve_project(message)
-    load_project_plugins(project.id for project in projects.values() if project is not None)
+    known = {project.id for project in projects.values() if project is not None}
+    load_project_plugins(known)
+    load_plans(known)
     return projects
 
 

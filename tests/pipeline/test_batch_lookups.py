@@ -1,6 +1,7 @@
-"""Step 1 for a whole batch: the tokens and plugin chains no process has cached are read in one
-query each (pipeline/ingestion/projects.py `load_tokens`, pipeline/plugins/registry.py
-`load_project_plugins`), whatever number of projects the batch spans."""
+"""Step 1 for a whole batch: the tokens, plugin chains and tracking plans no process has cached
+are read in one query each (pipeline/ingestion/projects.py `load_tokens`,
+pipeline/plugins/registry.py `load_project_plugins`, pipeline/governance/ingestion.py
+`load_plans`), whatever number of projects the batch spans."""
 
 import uuid
 from datetime import UTC, datetime
@@ -9,13 +10,18 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from bklog_app.models import DeadLetter
 from bklog_app.plugins.models import Plugin, PluginConfig
+from pipeline.governance import ingestion as governance
 from pipeline.ingestion import isolation, projects
 from pipeline.ingestion.batch import ingest_messages
 from pipeline.ingestion.isolation import ChainCost
 from pipeline.plugins import registry
 from pipeline.storage.events import list_events
 from tests.factories import make_project
+from tests.governance.conftest import event as governance_event
+from tests.governance.conftest import message as governance_message
+from tests.governance.conftest import set_plan  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -124,3 +130,20 @@ def test_a_batch_of_many_cold_projects_asks_once_for_their_tokens_and_chains(col
     [unfiltered] = list_events(few[0].id)
     [filtered] = list_events(few[1].id)
     assert unfiltered["properties"]["email"] == "x" and "email" not in filtered["properties"], "each its own chain"
+
+
+def test_plans_of_a_batch_are_read_in_one_query(cold, set_plan):  # noqa: F811
+    """Each project gets its own plan (or none) from the one query: an enforced plan refuses
+    its project's unplanned event, the same event of the others is stored."""
+    made = [make_project() for _ in range(4)]
+    set_plan(made[1], mode="enforce", allow_unplanned_events=False)
+    set_plan(made[2], mode="enforce", events={"clicked": {"schema": {"type": "object"}}})
+    projects.forget()
+    governance._plans.clear()
+    batch = [governance_message(project, [governance_event("clicked", {"x": 1})]) for project in made]
+    with CaptureQueriesContext(connection) as queries:
+        report = ingest_messages(batch)
+    assert len(queries_on(queries, "governance_trackingplan")) == 1, queries_on(queries, "governance_trackingplan")
+    assert (report.stored, report.dead_lettered) == (3, 1)
+    assert [len(list_events(project.id)) for project in made] == [1, 0, 1, 1]
+    assert DeadLetter.objects.get().project_id == made[1].id
