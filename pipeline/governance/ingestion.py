@@ -11,6 +11,8 @@ project lookups read anyway, so a change reaches every worker at its next batch 
 round trip of its own, and a plan's schemas are compiled once per version.
 """
 
+from collections.abc import Iterable
+
 import structlog
 
 from bklog_app.governance.models import TrackingPlan
@@ -24,6 +26,8 @@ logger = structlog.get_logger(__name__)
 
 # project id -> (project epoch, plan version or 0, compiled plan or None)
 _plans: dict[int, tuple[bytes | None, int, CompiledPlan | None]] = {}
+_COLUMNS = ("project_id", "version", "mode", "allow_unplanned_events", "on_unknown_property", "events")
+_NEVER = b"\0never"  # not an epoch: a project whose plan was never read
 
 
 class TrackingPlanViolation(Exception):
@@ -67,13 +71,33 @@ def _guarded(write, *args) -> None:
         logger.exception("data governance upkeep failed; the events are stored", step=write.__module__)
 
 
+def load_plans(project_ids: Iterable[int]) -> None:
+    """Read the plans of those of these projects not read under the current epoch in one query:
+    an ingestion batch asks for all its projects' at once rather than a query per project."""
+    epoch = projects.cached_epoch()
+    stale = sorted({project_id for project_id in project_ids if _plans.get(project_id, (_NEVER,))[0] != epoch})
+    if len(stale) < 2:  # plan_for asks for one itself
+        return
+    rows = {row["project_id"]: row for row in TrackingPlan.objects.filter(project_id__in=stale).values(*_COLUMNS)}
+    for project_id in stale:
+        try:
+            _keep(project_id, epoch, rows.get(project_id))
+        except Exception as exc:  # a plan that does not compile: plan_for raises it on the project's events
+            if is_outage(exc):
+                raise
+
+
 def plan_for(project_id: int) -> CompiledPlan | None:
     epoch = projects.cached_epoch()
     hit = _plans.get(project_id)
     if hit is not None and hit[0] == epoch:
         return hit[2]
-    row = TrackingPlan.objects.filter(project_id=project_id).values("version", "mode", "allow_unplanned_events",
-                                                                   "on_unknown_property", "events").first()  # fmt: skip
+    return _keep(project_id, epoch, TrackingPlan.objects.filter(project_id=project_id).values(*_COLUMNS).first())
+
+
+def _keep(project_id: int, epoch: bytes | None, row: dict | None) -> CompiledPlan | None:
+    """Compile the plan of `row` (None: the project has none) unless its version is compiled."""
+    hit = _plans.get(project_id)
     if row is None:
         compiled = None
     elif hit is not None and hit[1] == row["version"]:

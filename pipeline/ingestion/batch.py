@@ -23,17 +23,18 @@ from datetime import UTC, datetime
 import structlog
 
 from pipeline.errors import is_outage
-from pipeline.governance.ingestion import apply_tracking_plan, record_batch
+from pipeline.governance.ingestion import apply_tracking_plan, load_plans, record_batch
 from pipeline.ingestion import dedup
 from pipeline.ingestion.elements import elements_to_chain
 from pipeline.ingestion.isolation import ChainCost
 from pipeline.ingestion.message import ReceivedRequest, context_of
-from pipeline.ingestion.projects import ProjectInfo, project_by_id, project_for_token
+from pipeline.ingestion.projects import ProjectInfo, load_tokens, project_by_id, project_for_token
 from pipeline.ingestion.records import BatchRecords
 from pipeline.ingestion.timestamps import parse_iso, resolve_timestamp, to_ms
-from pipeline.persons.resolve import resolve_persons
+from pipeline.persons.resolve import resolve_batch
 from pipeline.plugins.chain import run_process_event_chain
 from pipeline.plugins.dispatch import dispatch_stored_events, wants_stored_events
+from pipeline.plugins.registry import load_project_plugins
 from pipeline.privacy.suppression import SuppressionCheck
 from pipeline.storage.events import EventRow, insert_events, ms_to_iso
 
@@ -71,12 +72,10 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
     records = BatchRecords()
     suppressed = SuppressionCheck()
     normalised: list[_Normalised] = []
-    projects: dict[tuple, ProjectInfo | None] = {}  # one lookup per token in a batch, not per message
+    projects = _resolve_projects(messages)
+    suppressed.load(project.id for project in projects.values() if project is not None)
     for message in messages:
-        key = (message.get("token"), message.get("project_id"))
-        if key not in projects:
-            projects[key] = _resolve_project(message)
-        project = projects[key]
+        project = projects[(message.get("token"), message.get("project_id"))]
         events = message.get("events") or []
         report.received += len(events)
         if project is None:
@@ -138,6 +137,22 @@ def set_aside(messages: list[ReceivedRequest], arrived_on_main: set[str]) -> tup
         moving = message["id"] in arrived_on_main and project is not None and project.ingestion_overflow
         (aside if moving else keep).append(message)
     return keep, aside
+
+
+def _resolve_projects(messages: list[ReceivedRequest]) -> dict[tuple, ProjectInfo | None]:
+    """Step 1 for the whole batch: (token, project id) -> project, one lookup per token, not per
+    message; the tokens, plugin chains and tracking plans no process has cached are read in one
+    query each."""
+    load_tokens(message.get("token") or "" for message in messages)
+    projects: dict[tuple, ProjectInfo | None] = {}
+    for message in messages:
+        key = (message.get("token"), message.get("project_id"))
+        if key not in projects:
+            projects[key] = _resolve_project(message)
+    known = {project.id for project in projects.values() if project is not None}
+    load_project_plugins(known)
+    load_plans(known)
+    return projects
 
 
 def _resolve_project(message: ReceivedRequest) -> ProjectInfo | None:
@@ -248,20 +263,20 @@ def _step_6_persons(normalised: list[_Normalised], records: BatchRecords) -> lis
     for item in normalised:
         by_project.setdefault(item.project.id, []).append(item)
     created_at_ms = to_ms(datetime.now(UTC))
-    rows = []
-    for project_id, items in by_project.items():
-
-        def warn(type_: str, event_uuid: str | None, details: dict, _project_id=project_id) -> None:
-            records.warn(_project_id, type_, event_uuid, details)
-
-        try:
-            persons = resolve_persons(project_id, [item.event for item in items], warn)
-        except Exception as exc:
-            if is_outage(exc):
-                raise
+    try:  # every project's persons in one round of queries (a failing project falls back on its own)
+        resolved = resolve_batch(
+            {project_id: [item.event for item in items] for project_id, items in by_project.items()}, records.warn
+        )
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        for project_id, items in by_project.items():
             for item in items:
                 records.dead_letter(project_id, "persons", exc, item.raw, item.context)
-            continue
+        return []
+    rows = []
+    for project_id, items in by_project.items():
+        persons = resolved[project_id]
         for item, person in zip(items, persons, strict=True):
             if isinstance(person, Exception):  # this event's person handling failed, not the batch's
                 records.dead_letter(project_id, "persons", person, item.raw, item.context)

@@ -147,6 +147,14 @@ def record(costs: dict[int, ChainCost], epoch_key: str) -> list[Move]:
     return [Move(int(result[i]), result[i + 1].decode(), result[i + 2].decode()) for i in range(0, len(result), 3)]
 
 
+def overflowing(project_ids: list[int]) -> set[int]:
+    """Those of these projects in overflow: `in_overflow` for many, in one Redis round trip."""
+    if not project_ids or not is_enabled():
+        return set()
+    raws = get_redis().hmget(STATES_KEY, [str(project_id) for project_id in project_ids])
+    return {project_id for project_id, raw in zip(project_ids, raws, strict=True) if _decode(raw)["state"] == OVERFLOW}
+
+
 def state_of(project_id: int) -> dict:
     """{"state", "since" (epoch seconds or None), "why" (or None)}: `healthy` if never moved."""
     raw = get_redis().hget(STATES_KEY, str(project_id))

@@ -19,6 +19,7 @@ and emptied the cache, so it is only old, not wrong), or, with nothing cached, w
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 
 from bklog_app.models import Project
@@ -104,6 +105,34 @@ def _look_up(token: str) -> ProjectInfo | None:
 
 def _row_for(token: str) -> tuple | None:
     return Project.objects.filter(api_token=token).values_list(*_FIELDS).first()
+
+
+def load_tokens(tokens: Iterable[str]) -> None:
+    """Cache the projects of those of these tokens that have no fresh cached answer, in one
+    query and one Redis round trip: an ingestion batch looks up all its tokens at once rather
+    than a query per project. `project_for_token` then answers them from the cache."""
+    _check_epoch()
+    now = time.monotonic()
+    missing = sorted(
+        {token for token in tokens if token and now - _cache.get(token, (-CACHE_SECONDS, None))[0] >= CACHE_SECONDS}
+    )
+    if len(missing) < 2:  # project_for_token asks for one itself
+        return
+    epoch = _epoch[0]
+    rows = Project.objects.filter(api_token__in=missing).values_list("api_token", *_FIELDS)
+    infos = {row[0]: ProjectInfo(*row[1:]) for row in rows}
+    overflow = isolation.overflowing([info.id for info in infos.values()])
+    _check_epoch()
+    if _epoch[0] != epoch:  # a project changed meanwhile: the answers may predate it, not kept
+        return
+    if len(_cache) + len(missing) > 10_000:
+        _cache.clear()
+    looked_up = time.monotonic()
+    for token in missing:
+        info = infos.get(token)
+        if info is not None and info.id in overflow:
+            info = replace(info, ingestion_overflow=True)
+        _cache[token] = (looked_up, info)
 
 
 def project_by_id(project_id: int) -> ProjectInfo | None:

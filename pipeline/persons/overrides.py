@@ -16,21 +16,24 @@ from bklog_app.persons.models import PersonOverride
 CHUNK = 900
 
 
-def record(project_id: int, merged: dict[UUID, UUID]) -> None:
-    """Merged-away person -> survivor. Earlier overrides that led to a merged-away person are
-    repointed to its survivor first, so every override names a current person."""
-    if not merged:
+def record(merged: dict[int, dict[UUID, UUID]]) -> None:
+    """Per project, merged-away person -> survivor. Earlier overrides that led to a merged-away
+    person are repointed to its survivor first, so every override names a current person (a
+    person's uuid is unique across projects: one UPDATE and one INSERT for every project)."""
+    survivors = {old: new for by_old in merged.values() for old, new in by_old.items()}
+    if not survivors:
         return
-    PersonOverride.objects.filter(project_id=project_id, override_person_uuid__in=list(merged)).update(
+    PersonOverride.objects.filter(override_person_uuid__in=list(survivors)).update(
         override_person_uuid=Case(
-            *[When(override_person_uuid=old, then=Value(new)) for old, new in merged.items()],
+            *[When(override_person_uuid=old, then=Value(new)) for old, new in survivors.items()],
             output_field=UUIDField(),
         )
     )
     PersonOverride.objects.bulk_create(
         [
             PersonOverride(project_id=project_id, old_person_uuid=old, override_person_uuid=new)
-            for old, new in merged.items()
+            for project_id, by_old in merged.items()
+            for old, new in by_old.items()
         ],
         batch_size=CHUNK,
     )

@@ -5,6 +5,8 @@ suppressed id is dropped the same way."""
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from bklog_app.models import DeadLetter
 from bklog_app.plugins.models import PluginConfig
@@ -76,3 +78,31 @@ def test_a_replayed_dead_letter_of_a_suppressed_id_is_dropped(api_client, projec
     wait_until(lambda: Suppression.objects.get().events_dropped == 1, message="the replayed event to be dropped")
     assert_no_more_events(project.id, 0)
     assert DeadLetter.objects.filter(project=project).count() == 1  # dropped, not dead-lettered again
+
+
+def test_a_batch_of_many_projects_reads_their_suppressions_at_once():
+    """One query for the suppressions of every project of a batch whose set changed (the first
+    batch: all of them), none when none changed; each project's own ids are dropped."""
+    made = [make_project() for _ in range(4)]
+    service.add_suppression(made[1], "u1")
+    service.add_suppression(made[2], "u2")
+    batch = [message(project, "u1", "u2", "u3") for project in made]
+    with CaptureQueriesContext(connection) as queries:
+        ingest_messages(batch)
+    assert len(suppression_reads(queries)) == 1, suppression_reads(queries)
+    assert [stored_ids(project) for project in made] == [
+        ["u1", "u2", "u3"],
+        ["u2", "u3"],
+        ["u1", "u3"],
+        ["u1", "u2", "u3"],
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        ingest_messages([message(project, "u1") for project in made])
+    assert suppression_reads(queries) == [], "no set changed: none read again"
+    service.add_suppression(made[3], "u3")
+    ingest_messages([message(project, "u3") for project in made])
+    assert stored_ids(made[3]) == ["u1", "u1", "u2", "u3"], "the new suppression applies from the next batch"
+
+
+def suppression_reads(queries) -> list[str]:
+    return [q["sql"] for q in queries if q["sql"].startswith("SELECT") and 'FROM "privacy_suppression"' in q["sql"]]
