@@ -28,14 +28,7 @@ from pipeline.persons.resolve import MAX_ATTEMPTS, PersonsContention
 from pipeline.storage.events import list_events
 from tests.persons.helpers import normalised, resolve
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    get_cache().clear()
-    yield
-    get_cache().clear()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_distinct_id_cache")]
 
 
 @pytest.fixture

@@ -20,14 +20,7 @@ from pipeline.storage.events import list_events
 from tests.factories import make_project
 from tests.persons.helpers import normalised, resolve
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    get_cache().clear()
-    yield
-    get_cache().clear()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_distinct_id_cache")]
 
 
 def resolve_all(events: dict[int, list[dict]]) -> tuple[dict, list[tuple]]:

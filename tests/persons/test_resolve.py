@@ -6,19 +6,11 @@ import pytest
 from django.db import connection
 
 from bklog_app.persons.models import Person, PersonDistinctId, PersonOverride
-from pipeline.persons.cache import get_cache
 from pipeline.persons.overrides import current_person_ids
 from pipeline.persons.resolve import EMPTY_PERSON
 from tests.persons.helpers import normalised, resolve
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def empty_cache():
-    get_cache().clear()
-    yield
-    get_cache().clear()
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("empty_distinct_id_cache")]
 
 
 def ids_of(person_uuid) -> set[str]:
