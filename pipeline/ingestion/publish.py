@@ -128,7 +128,7 @@ if ARGV[3] ~= '' then
 end
 return {1}
 """
-_PUSH_SHA = hashlib.sha1(_PUSH.encode(), usedforsecurity=False).hexdigest()  # Redis names scripts so
+_PUSH_SHA = hashlib.sha1(_PUSH.encode(), usedforsecurity=False).hexdigest()  # EVALSHA names a script by this
 _PUSH_KEYS = 4
 
 
