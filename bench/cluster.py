@@ -202,7 +202,9 @@ class ClusterStack:
             subprocess.run([str(SUPERVISORD), "-c", str(self.stores_conf)], check=True, cwd=ROOT)
             self.started_here = True
             self._wait_for([self.stores.zookeeper])
-            self.stores_ctl("start", *(node.server.data_dir.name for node in self.stores.clickhouse))
+            # check=False: a server that exits while ZooKeeper settles is started again by
+            # supervisord (startretries); the wait below is what decides.
+            self.stores_ctl("start", *(node.server.data_dir.name for node in self.stores.clickhouse), check=False)
         self._wait_for_stores()
         self._create_database()
         log("applying Django migrations (PostgreSQL) and ClickHouse migrations (ON CLUSTER)")

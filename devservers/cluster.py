@@ -25,17 +25,26 @@ SENTINEL_MASTER = "bklog"
 ZOOKEEPER_SERVER_SH = Path("/usr/share/zookeeper/bin/zkServer.sh")
 
 
-def _four_letter_word(port: int, word: bytes, timeout: float = 1.0) -> bytes:
+def _four_letter_word(port: int, word: bytes, timeout: float = 1.0, *, whole: bool = False) -> bytes:
+    """The server's first answer to `word`, or with `whole` all it sends before it closes (as
+    ZooKeeper does after a four-letter word)."""
     try:
         with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
             sock.sendall(word)
-            return sock.recv(64)
+            if not whole:
+                return sock.recv(64)
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+            return answer
     except OSError:
         return b""
 
 
 class ZooKeeperServer(_Server):
-    """ZooKeeper 3.8 (Debian's), standalone, with a small heap; answers `ruok` with `imok`."""
+    """ZooKeeper 3.8 (Debian's), standalone, with a small heap. Ready once `stat` shows its mode:
+    `ruok` is answered `imok` while it still loads its data and refuses sessions, and a
+    ClickHouse started then, with replicated tables to attach, exits (code 70)."""
 
     name = "zookeeper"
 
@@ -71,7 +80,7 @@ class ZooKeeperServer(_Server):
         ]
 
     def _answers(self) -> bool:
-        return _four_letter_word(self._port, b"ruok") == b"imok"
+        return b"\nMode: " in _four_letter_word(self._port, b"stat", whole=True)
 
 
 @dataclass(frozen=True)
