@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
 import signal
 import sys
@@ -202,6 +203,9 @@ def run(stack: ChaosStack | ChaosClusterStack, mode_name: str, mode: Mode, stamp
             for r in runner.results
         ],
         "lost_answered_at": _answered_at(outcomes, comparison.lost[:20]),
+        # Where a lost event's message sits in the broker, and what is still unacknowledged.
+        "lost_whereabouts": verify.whereabouts(stack, comparison.lost[:20]),
+        "unacked_left": verify.unacked_left(stack),
         "examples": {
             "lost": comparison.lost[:20],
             "duplicated": comparison.duplicated[:20],
@@ -215,6 +219,9 @@ def run(stack: ChaosStack | ChaosClusterStack, mode_name: str, mode: Mode, stamp
     problems = report.failures(result)
     for problem in problems:
         log(f"FAIL: {problem}")
+    if problems:
+        log(f"lost events' messages: {json.dumps(result['lost_whereabouts'])}")
+        log(f"still unacknowledged: {json.dumps(result['unacked_left'])}")
     return 1 if problems else 0
 
 

@@ -3,6 +3,7 @@ what was accepted. `compare` and `unexpected_server_errors` are pure (tests/chao
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -137,4 +138,92 @@ def plugin_check(stack: ChaosStack, project_id: int, names: dict[str, str]) -> d
             elif has:
                 unexpected += 1
         out[folder] = {"meant_to_fail": meant, "marked_failed": marked, "failed_unexpectedly": unexpected}
+    return out
+
+
+def whereabouts(stack: ChaosStack, uuids: Iterable[str]) -> dict[str, list[dict]]:
+    """Where the messages carrying `uuids` are in the broker when a run ends: among the
+    unacknowledged (with the age of their score in kombu's index: a score kept fresh means a live
+    worker holds the message), in the capture journal, or in a queue. A lost event found nowhere
+    was dropped; one found among the unacknowledged was never given back. For the results JSON."""
+    wanted = set(uuids)
+    if not wanted:
+        return {}
+    client = stack.redis()
+    now = time.time()
+    found: dict[str, list[dict]] = {uuid: [] for uuid in wanted}
+
+    def note(raw: dict, place: str, **extra) -> None:
+        hits = wanted & _event_uuids(raw)
+        for uuid in hits:
+            properties = raw.get("properties") or {}
+            found[uuid].append(
+                {
+                    "place": place,
+                    "message_id": (raw.get("headers") or {}).get("id"),
+                    "delivery_tag": properties.get("delivery_tag"),
+                    "redelivered": (properties.get("delivery_info") or {}).get("redelivered", False),
+                    **extra,
+                }
+            )
+
+    scores = dict(client.zrange("unacked_index", 0, -1, withscores=True))
+    for tag, value in client.hgetall("unacked").items():
+        raw, _exchange, routing_key = json.loads(value)
+        score = scores.get(tag)
+        note(raw, "unacked", routing_key=routing_key, index_age_s=None if score is None else round(now - score, 1))
+    journal_scores = dict(client.zrange("bklog:ingest:journal", 0, -1, withscores=True))
+    for message_id, value in client.hgetall("bklog:ingest:journal:messages").items():
+        score = journal_scores.get(message_id)
+        note(json.loads(value), "journal", journal_age_s=None if score is None else round(now - score / 1000, 1))
+    for queue in QUEUES:
+        for value in client.lrange(queue, 0, -1):
+            note(json.loads(value), f"queue {queue}")
+    return found
+
+
+def _event_uuids(raw: dict) -> set[str]:
+    """The uuids of the events in a kombu envelope of the ingestion task (empty for any other)."""
+    from pipeline.ingestion.message import parts_of
+    from pipeline.ingestion.packed import PackedRequest
+
+    properties = raw.get("properties") or {}
+    headers = raw.get("headers") or {}
+    try:
+        kwargs = PackedRequest(
+            id=headers.get("id", ""),
+            delivery_info={},
+            body=raw["body"],
+            body_encoding=properties.get("body_encoding"),
+            compression=headers.get("compression"),
+            content_type=raw.get("content-type", "application/json"),
+            content_encoding=raw.get("content-encoding", "utf-8"),
+            accept=None,
+        ).kwargs
+        return {
+            event.get("uuid") for part in parts_of(kwargs) for event in part.get("events") or () if event.get("uuid")
+        }
+    except Exception:  # not an ingestion message
+        return set()
+
+
+def unacked_left(stack: ChaosStack) -> list[dict]:
+    """The messages still unacknowledged when a run ends: task, queue, and the age of their score
+    in kombu's index (fresh: a live worker holds them; old: nobody restored them)."""
+    client = stack.redis()
+    now = time.time()
+    scores = dict(client.zrange("unacked_index", 0, -1, withscores=True))
+    out = []
+    for tag, value in client.hgetall("unacked").items():
+        raw, _exchange, routing_key = json.loads(value)
+        score = scores.get(tag)
+        out.append(
+            {
+                "delivery_tag": tag.decode(),
+                "task": (raw.get("headers") or {}).get("task"),
+                "routing_key": routing_key,
+                "index_age_s": None if score is None else round(now - score, 1),
+                "event_uuids": sorted(_event_uuids(raw))[:5],
+            }
+        )
     return out

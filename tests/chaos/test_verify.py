@@ -81,3 +81,23 @@ def test_the_suite_runs_the_default_recovery_settings_and_says_why_it_changes_an
     assert "CELERY_VISIBILITY_TIMEOUT" in os.environ  # tests/conftest.py shortens it for the tests...
     assert not set(RECOVERY_SETTINGS) & set(ChaosStack().env())  # ...the suite's stack does not
     assert not set(RECOVERY_SETTINGS) & set(changed)
+
+
+def test_the_event_uuids_of_a_message_are_read_as_capture_and_kombu_write_it():
+    import json
+
+    from chaos.verify import _event_uuids
+    from pipeline.ingestion.message import INGEST_QUEUE, INGEST_TASK_NAME, to_wire
+    from pipeline.ingestion.publish import task_message
+
+    part = {
+        "token": "t",
+        "project_id": 1,
+        "events": [{"uuid": "u1"}, {"uuid": "u2"}],
+        "ip": None,
+        "now": "",
+        "sent_at": None,
+    }
+    raw = json.loads(task_message(INGEST_TASK_NAME, INGEST_QUEUE, to_wire([part]), "{}"))
+    assert _event_uuids(raw) == {"u1", "u2"}
+    assert _event_uuids({"body": "not base64 json", "headers": {}, "properties": {}}) == set()
