@@ -29,7 +29,10 @@ messages come back within it plus one restore interval (CELERY_UNACKED_RESTORE_I
 - Redis down or slow: logged, and tried again at the next beat.
 
 A worker that is alive but wedged keeps its messages until it is restarted: a live process's
-messages are its own.
+messages are its own. Except the ones it tried to settle and could not (an acknowledgement or a
+requeue that failed while the consumer's connection survived): kombu's channel still holds
+them, but the worker is done with them, so they are left to grow old and be restored
+(pipeline/ingestion/unsettled.py).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import redis
 import structlog
 from celery import bootsteps
 
+from pipeline.ingestion import unsettled
 from pipeline.redis import connect
 
 logger = structlog.get_logger(__name__)
@@ -90,7 +94,7 @@ class UnackedRefresher:
     def refresh(self) -> int:
         """Score the held tags once; returns how many were still in the index. Raises Redis's errors."""
         qos = self.qos_source()
-        tags = held_tags(qos) if qos is not None else []
+        tags = unsettled.still_held(held_tags(qos)) if qos is not None else []
         if not tags:
             return 0
         lock = self.client.lock(self.mutex_key, timeout=self.mutex_expire, blocking_timeout=MUTEX_WAIT_SECONDS)

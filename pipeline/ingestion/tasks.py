@@ -21,7 +21,6 @@ The worker's half of ingestion: capture publishes through pipeline/ingestion/enq
 does not import this module (nor celery-batches) into the web process.
 """
 
-import logging
 import time
 
 import structlog
@@ -38,6 +37,7 @@ from pipeline.ingestion.enqueue import publish_journaled, republish
 from pipeline.ingestion.message import INGEST_QUEUES, OVERFLOW_QUEUE, ReceivedRequest, from_wire, to_wire
 from pipeline.ingestion.packed import PackedRequest, pack
 from pipeline.ingestion.status import record_ingested
+from pipeline.ingestion.unsettled import SettleLog
 from pipeline.metrics import (
     CAPTURE_MESSAGES_REPUBLISHED,
     observe_batch_dead_lettered,
@@ -50,7 +50,8 @@ from pipeline.queues import TaskName
 from pipeline.redis import REDIS_ERRORS
 
 logger = structlog.get_logger(__name__)
-settle_logger = logging.getLogger(__name__)  # where kombu's ack/reject report a failure (stdlib)
+# kombu's ack/reject report a failure to it: the message is then left to the visibility timeout.
+SETTLE_LOG = SettleLog()
 
 SWEEP_TIME_LIMIT = 300
 
@@ -83,11 +84,10 @@ class AckWhenStored(Batches):
         if self._buffer.qsize() or self._pending.qsize():
             logger.warning("consumer restarted with buffered messages; flushing them", messages=self._buffer.qsize())
             self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
-        connection_errors = consumer.connection_errors
 
         def on_message(message, body, ack, reject, callbacks, **kwargs) -> None:
             packed, events = pack(message)
-            self._buffer.put(Buffered(packed, ack, reject, connection_errors))
+            self._buffer.put(Buffered(packed, ack, reject))
             if self._tref is None:  # the first message starts the flush timer
                 self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
             self._buffered_events += events
@@ -134,16 +134,16 @@ class AckWhenStored(Batches):
 
 class Buffered:
     """A message in the consumer's buffer: what celery-batches' flush reads of Celery's request
-    (`eta`), and the acknowledgement and requeue Celery's request would make."""
+    (`eta`), and the acknowledgement and requeue Celery's request would make. Any failure to
+    settle, not only a lost connection, is logged to SETTLE_LOG (unsettled.py says why)."""
 
-    __slots__ = ("_ack", "_connection_errors", "_reject", "packed", "settled")
+    __slots__ = ("_ack", "_reject", "packed", "settled")
     eta = None  # capture sets no ETA: every buffered message is ready
 
-    def __init__(self, packed: PackedRequest, ack, reject, connection_errors) -> None:
+    def __init__(self, packed: PackedRequest, ack, reject) -> None:
         self.packed = packed
         self._ack = ack
         self._reject = reject
-        self._connection_errors = connection_errors
         self.settled = False
 
     @property
@@ -153,12 +153,12 @@ class Buffered:
     def acknowledge(self) -> None:
         if not self.settled:
             self.settled = True
-            self._ack(settle_logger, self._connection_errors)
+            self._ack(SETTLE_LOG, (Exception,))
 
     def reject(self, requeue: bool = False) -> None:
         if not self.settled:
             self.settled = True
-            self._reject(settle_logger, self._connection_errors, requeue)
+            self._reject(SETTLE_LOG, (Exception,), requeue)
 
 
 # Retries are the batch's own (an outage is retried in place, then the messages requeued), and

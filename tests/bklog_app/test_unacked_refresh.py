@@ -13,9 +13,10 @@ from kombu import Connection
 
 from bklog_app.unacked_refresh import UnackedRefresher, held_tags
 from devservers import RedisServer
+from pipeline.ingestion import unsettled
 from pipeline.ingestion.enqueue import publish_journaled
 from pipeline.ingestion.message import INGEST_QUEUE
-from pipeline.ingestion.tasks import sweep_journal
+from pipeline.ingestion.tasks import SETTLE_LOG, sweep_journal
 from pipeline.queues import Queue
 from pipeline.redis import _client_for
 from tests.pipeline.test_ingestion_e2e import assert_stored_exactly_once
@@ -80,6 +81,35 @@ def test_a_tag_restored_meanwhile_is_not_brought_back(own_redis, held):
     client.zrem("unacked_index", message.delivery_tag)  # another worker's restore took it
     assert refresher_for(own_redis, queue).refresh() == 0
     assert client.zscore("unacked_index", message.delivery_tag) is None
+
+
+def test_a_message_whose_acknowledgement_failed_is_left_to_be_restored(own_redis, held):
+    """The ack fails while the consumer lives on: the channel still holds the message, but the
+    refresher stops scoring it, so kombu's restore puts it back on its queue."""
+    queue, message = held
+    client = _client_for(own_redis.url)
+    tag = message.delivery_tag
+    own_redis.stop()
+    message.ack_log_error(SETTLE_LOG, (Exception,))  # as AckWhenStored settles a stored batch
+    own_redis.start()
+    assert held_tags(queue.consumer.channel.qos) == [tag]  # kombu still counts it as held
+    client.zadd("unacked_index", {tag: 1})  # as if delivered long ago
+
+    refresher = refresher_for(own_redis, queue)
+    assert refresher.refresh() == 0
+    assert client.zscore("unacked_index", tag) == 1
+
+    queue.consumer.channel.qos.restore_visible(num=10, interval=1)
+    assert client.hlen("unacked") == 0
+    assert client.llen("refresh-test") == 1
+
+
+def test_a_tag_given_up_is_forgotten_once_the_channel_no_longer_holds_it():
+    unsettled.give_up("t1")
+    unsettled.give_up("t2")
+    assert unsettled.still_held(["t1", "t3"]) == ["t3"]
+    assert unsettled.still_held(["t2"]) == ["t2"]  # t2 left the channel meanwhile: forgotten
+    assert unsettled.still_held([]) == []
 
 
 def test_the_refresh_outlives_a_redis_outage(own_redis, held):
