@@ -32,7 +32,7 @@ A worker that is alive but wedged keeps its messages until it is restarted: a li
 messages are its own. Except the ones it tried to settle and could not (an acknowledgement or a
 requeue that failed while the consumer's connection survived): kombu's channel still holds
 them, but the worker is done with them, so they are left to grow old and be restored
-(pipeline/ingestion/unsettled.py).
+(pipeline/unsettled.py).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import redis
 import structlog
 from celery import bootsteps
 
-from pipeline.ingestion import unsettled
+from pipeline import unsettled
 from pipeline.redis import connect
 
 logger = structlog.get_logger(__name__)

@@ -15,10 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import current_app, shared_task
+from celery.worker.request import Request
 from django.db import connections
 
 from pipeline.errors import OUTAGE_EXCEPTIONS
 from pipeline.queues import TASK_QUEUES, TaskName
+from pipeline.unsettled import SETTLE_ERRORS, SETTLE_LOG
 
 # The message is acknowledged once the task has finished, and goes back to the queue if its worker
 # dies: the work must be safe to run twice (every task here claims its work, or is idempotent).
@@ -44,6 +46,23 @@ UPKEEP_RETRY: dict[str, Any] = {
     "max_retries": 5,
 }
 
+
+class SettlingRequest(Request):
+    """Celery's request, but a failure to acknowledge or requeue its message, of any kind, is
+    recorded so the worker lets the message go (pipeline/unsettled.py)."""
+
+    def acknowledge(self) -> None:
+        if not self.acknowledged:
+            self._on_ack(SETTLE_LOG, SETTLE_ERRORS)
+            self.acknowledged = True
+
+    def reject(self, requeue: bool = False) -> None:
+        if not self.acknowledged:
+            self._on_reject(SETTLE_LOG, SETTLE_ERRORS, requeue)
+            self.acknowledged = True
+            self.send_event("task-rejected", requeue=requeue)
+
+
 # The seconds a task may run past its soft time limit (SoftTimeLimitExceeded) before it is killed.
 HARD_LIMIT_GRACE_SECONDS = 60
 
@@ -60,7 +79,9 @@ def task(
     limits = {}
     if time_limit is not None:
         limits = {"soft_time_limit": time_limit, "time_limit": time_limit + HARD_LIMIT_GRACE_SECONDS}
-    return shared_task(name=name.value, queue=TASK_QUEUES[name].value, **retry, **limits, **options)
+    return shared_task(
+        name=name.value, queue=TASK_QUEUES[name].value, Request=SettlingRequest, **retry, **limits, **options
+    )
 
 
 def send(name: TaskName, *args: Any, countdown: float | None = None) -> None:

@@ -37,7 +37,6 @@ from pipeline.ingestion.enqueue import publish_journaled, republish
 from pipeline.ingestion.message import INGEST_QUEUES, OVERFLOW_QUEUE, ReceivedRequest, from_wire, to_wire
 from pipeline.ingestion.packed import PackedRequest, pack
 from pipeline.ingestion.status import record_ingested
-from pipeline.ingestion.unsettled import SettleLog
 from pipeline.metrics import (
     CAPTURE_MESSAGES_REPUBLISHED,
     observe_batch_dead_lettered,
@@ -48,10 +47,9 @@ from pipeline.metrics import (
 )
 from pipeline.queues import TaskName
 from pipeline.redis import REDIS_ERRORS
+from pipeline.unsettled import SETTLE_ERRORS, SETTLE_LOG
 
 logger = structlog.get_logger(__name__)
-# kombu's ack/reject report a failure to it: the message is then left to the visibility timeout.
-SETTLE_LOG = SettleLog()
 
 SWEEP_TIME_LIMIT = 300
 
@@ -135,7 +133,7 @@ class AckWhenStored(Batches):
 class Buffered:
     """A message in the consumer's buffer: what celery-batches' flush reads of Celery's request
     (`eta`), and the acknowledgement and requeue Celery's request would make. Any failure to
-    settle, not only a lost connection, is logged to SETTLE_LOG (unsettled.py says why)."""
+    settle, not only a lost connection, is logged to SETTLE_LOG (pipeline/unsettled.py says why)."""
 
     __slots__ = ("_ack", "_reject", "packed", "settled")
     eta = None  # capture sets no ETA: every buffered message is ready
@@ -153,12 +151,12 @@ class Buffered:
     def acknowledge(self) -> None:
         if not self.settled:
             self.settled = True
-            self._ack(SETTLE_LOG, (Exception,))
+            self._ack(SETTLE_LOG, SETTLE_ERRORS)
 
     def reject(self, requeue: bool = False) -> None:
         if not self.settled:
             self.settled = True
-            self._reject(SETTLE_LOG, (Exception,), requeue)
+            self._reject(SETTLE_LOG, SETTLE_ERRORS, requeue)
 
 
 # Retries are the batch's own (an outage is retried in place, then the messages requeued), and

@@ -7,17 +7,19 @@ import threading
 import time
 
 import pytest
+from celery import current_app
 from django.conf import settings
 from django.test import override_settings
 from kombu import Connection
 
 from bklog_app.unacked_refresh import UnackedRefresher, held_tags
 from devservers import RedisServer
-from pipeline.ingestion import unsettled
+from pipeline import unsettled
+from pipeline.celery_tasks import SettlingRequest
 from pipeline.ingestion.enqueue import publish_journaled
 from pipeline.ingestion.message import INGEST_QUEUE
-from pipeline.ingestion.tasks import SETTLE_LOG, sweep_journal
-from pipeline.queues import Queue
+from pipeline.ingestion.tasks import sweep_journal
+from pipeline.queues import Queue, TaskName
 from pipeline.redis import _client_for
 from tests.pipeline.test_ingestion_e2e import assert_stored_exactly_once
 from tests.pipeline.test_journal import capture_kwargs
@@ -90,7 +92,7 @@ def test_a_message_whose_acknowledgement_failed_is_left_to_be_restored(own_redis
     client = _client_for(own_redis.url)
     tag = message.delivery_tag
     own_redis.stop()
-    message.ack_log_error(SETTLE_LOG, (Exception,))  # as AckWhenStored settles a stored batch
+    message.ack_log_error(unsettled.SETTLE_LOG, unsettled.SETTLE_ERRORS)  # as AckWhenStored settles a stored batch
     own_redis.start()
     assert held_tags(queue.consumer.channel.qos) == [tag]  # kombu still counts it as held
     client.zadd("unacked_index", {tag: 1})  # as if delivered long ago
@@ -102,6 +104,24 @@ def test_a_message_whose_acknowledgement_failed_is_left_to_be_restored(own_redis
     queue.consumer.channel.qos.restore_visible(num=10, interval=1)
     assert client.hlen("unacked") == 0
     assert client.llen("refresh-test") == 1
+
+
+def test_a_task_whose_acknowledgement_failed_is_given_up_too(own_redis):
+    """Every task's request settles as the ingestion batches do (SettlingRequest)."""
+    app = current_app._get_current_object()
+    task = app.tasks[TaskName.PLUGIN_TEST_RUN.value]
+    with Connection(own_redis.url) as connection:
+        queue = connection.SimpleQueue("refresh-test")
+        message = app.amqp.as_task_v2("task-1", task.name, args=(1,))
+        queue.put(message.body, headers=message.headers, serializer="json", **message.properties)
+        received = queue.get(timeout=5)
+        request = SettlingRequest(received, on_ack=received.ack_log_error, app=app, task=task, connection_errors=())
+        own_redis.stop()
+        request.acknowledge()
+        own_redis.start()
+        assert request.acknowledged
+        assert unsettled.still_held([received.delivery_tag]) == []
+        queue.close()
 
 
 def test_a_tag_given_up_is_forgotten_once_the_channel_no_longer_holds_it():
