@@ -80,20 +80,19 @@ class AckWhenStored(Batches):
     _in_flight = 0  # batches handed to the pool, not yet returned
     _lingered = False  # the buffer's first message has waited flush_linger
     _linger_tref = None
-    _timer = None
 
     def Strategy(self, task, app, consumer):
         """Called each time the consumer (re)starts, e.g. after the broker connection was lost.
 
         On a lost connection Celery clears the event loop's timer, and with it the repeating
         flush; its handle `_tref` stays set, so no new timer would start and the buffer would
-        flush only on every `flush_every`-th message: a quiet queue stalls. Forget the dead
-        handle, and re-arm the timer at once for messages already buffered (they are kept:
-        settling them on the new connection works, and if it does not, the broker delivers them
-        again after the visibility timeout and dedup drops the copy).
+        flush only on every `flush_every`-th message: a quiet queue stalls. The group commit's
+        linger timer goes the same way. Forget the dead handles, and re-arm both timers at once
+        for messages already buffered (they are kept: settling them on the new connection works,
+        and if it does not, the broker delivers them again after the visibility timeout and dedup
+        drops the copy).
         """
         self._pool = consumer.pool
-        self._timer = consumer.timer
         for tref in (self._tref, self._linger_tref):
             if tref is not None:
                 tref.cancel()
