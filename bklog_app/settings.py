@@ -210,7 +210,7 @@ INGESTION_BATCH_EVENTS = env.int("INGESTION_BATCH_EVENTS", default=5_000)
 INGESTION_BATCH_SECONDS = env.float("INGESTION_BATCH_SECONDS", default=0.2)
 # Group commit: a batch goes to a free pool process once its first message has waited this long
 # (pipeline/ingestion/tasks.py); INGESTION_BATCH_SECONDS or more batches on time alone.
-INGESTION_BATCH_LINGER_SECONDS = env.float("INGESTION_BATCH_LINGER_SECONDS", default=0.03)
+INGESTION_BATCH_LINGER_SECONDS = env.float("INGESTION_BATCH_LINGER_SECONDS", default=0.05)
 # Backoff while a dependency (ClickHouse, Redis, the database) is down: doubling, capped.
 INGESTION_RETRY_MAX_SECONDS = env.int("INGESTION_RETRY_MAX_SECONDS", default=60)
 # The capture journal (pipeline/ingestion/journal.py): how often it is swept, and how long a

@@ -75,7 +75,7 @@ class AckWhenStored(Batches):
     A count gone wrong could only delay a flush to `flush_interval`, never lose a message."""
 
     flush_events = 5_000
-    flush_linger = 0.03
+    flush_linger = 0.05
     _buffered_events = 0  # in the buffer since the last flush
     _in_flight = 0  # batches handed to the pool, not yet returned
     _lingered = False  # the buffer's first message has waited flush_linger
