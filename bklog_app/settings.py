@@ -208,6 +208,9 @@ INGESTION_DEDUP_WINDOW_SECONDS = env.int("INGESTION_DEDUP_WINDOW_SECONDS", defau
 INGESTION_BATCH_MESSAGES = env.int("INGESTION_BATCH_MESSAGES", default=200)
 INGESTION_BATCH_EVENTS = env.int("INGESTION_BATCH_EVENTS", default=5_000)
 INGESTION_BATCH_SECONDS = env.float("INGESTION_BATCH_SECONDS", default=0.2)
+# Group commit: a batch goes to a free pool process once its first message has waited this long
+# (pipeline/ingestion/tasks.py); INGESTION_BATCH_SECONDS or more batches on time alone.
+INGESTION_BATCH_LINGER_SECONDS = env.float("INGESTION_BATCH_LINGER_SECONDS", default=0.05)
 # Backoff while a dependency (ClickHouse, Redis, the database) is down: doubling, capped.
 INGESTION_RETRY_MAX_SECONDS = env.int("INGESTION_RETRY_MAX_SECONDS", default=60)
 # The capture journal (pipeline/ingestion/journal.py): how often it is swept, and how long a

@@ -2,7 +2,9 @@
 
 Built on celery-batches: the worker buffers up to INGESTION_BATCH_MESSAGES messages or
 INGESTION_BATCH_EVENTS events (or what INGESTION_BATCH_SECONDS brought) and runs them together,
-so ClickHouse gets one INSERT per batch.
+so ClickHouse gets one INSERT per batch. Group commit shortens the wait when the pool has room:
+a buffer whose first message has waited INGESTION_BATCH_LINGER_SECONDS goes to a free pool
+process at once, and while every process is busy the buffer keeps growing until one returns.
 
 Acknowledgement is our own, not celery-batches': a message is acked only once every event in it
 is stored, a duplicate, or in the dead-letter store. While a dependency is down the batch waits
@@ -60,34 +62,53 @@ class AckWhenStored(Batches):
     requests make many small messages: the more per INSERT, the less ClickHouse works per event;
     batch requests few large ones: a bound on events bounds the INSERT and memory), and that
     leave each message's body undecoded until its batch runs in a pool process (packed.py says
-    why: the prefetched messages, decoded, were most of the main process's memory)."""
+    why: the prefetched messages, decoded, were most of the main process's memory).
+
+    Group commit: once the buffer's first message has waited `flush_linger`, the buffer goes to
+    the pool if a process is free (fewer batches in flight than the pool has processes), or else
+    as soon as a batch returns. While the pool is saturated nothing changes: the size triggers
+    cut the batches, and `flush_interval` stays the upper bound on a message's wait. The count
+    of batches in flight changes in the consumer's main thread only: `flush` runs there (from a
+    message, a timer or a returning batch), and the prefork pool (Celery's AsynPool) reads its
+    processes' results in the consumer's event loop, calling `on_return` or `on_error` there.
+    A count gone wrong could only delay a flush to `flush_interval`, never lose a message."""
 
     flush_events = 5_000
+    flush_linger = 0.05
     _buffered_events = 0  # in the buffer since the last flush
+    _in_flight = 0  # batches handed to the pool, not yet returned
+    _lingered = False  # the buffer's first message has waited flush_linger
+    _linger_tref = None
 
     def Strategy(self, task, app, consumer):
         """Called each time the consumer (re)starts, e.g. after the broker connection was lost.
 
         On a lost connection Celery clears the event loop's timer, and with it the repeating
         flush; its handle `_tref` stays set, so no new timer would start and the buffer would
-        flush only on every `flush_every`-th message: a quiet queue stalls. Forget the dead
-        handle, and re-arm the timer at once for messages already buffered (they are kept:
-        settling them on the new connection works, and if it does not, the broker delivers them
-        again after the visibility timeout and dedup drops the copy).
+        flush only on every `flush_every`-th message: a quiet queue stalls. The group commit's
+        linger timer goes the same way. Forget the dead handles, and re-arm both timers at once
+        for messages already buffered (they are kept: settling them on the new connection works,
+        and if it does not, the broker delivers them again after the visibility timeout and dedup
+        drops the copy).
         """
         self._pool = consumer.pool
-        if self._tref is not None:
-            self._tref.cancel()
-            self._tref = None
+        for tref in (self._tref, self._linger_tref):
+            if tref is not None:
+                tref.cancel()
+        self._tref = self._linger_tref = None
+        self._lingered = False
         if self._buffer.qsize() or self._pending.qsize():
             logger.warning("consumer restarted with buffered messages; flushing them", messages=self._buffer.qsize())
             self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+            self._linger_tref = consumer.timer.call_after(self.flush_linger, self._on_linger)
 
         def on_message(message, body, ack, reject, callbacks, **kwargs) -> None:
             packed, events = pack(message)
             self._buffer.put(Buffered(packed, ack, reject))
             if self._tref is None:  # the first message starts the flush timer
                 self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
+            if self._linger_tref is None and not self._lingered:  # ...and its linger
+                self._linger_tref = consumer.timer.call_after(self.flush_linger, self._on_linger)
             self._buffered_events += events
             if not next(self._count) % self.flush_every or self._buffered_events >= self.flush_events:
                 self._do_flush()
@@ -96,7 +117,25 @@ class AckWhenStored(Batches):
 
     def _do_flush(self) -> None:
         self._buffered_events = 0
+        if self._linger_tref is not None:
+            self._linger_tref.cancel()
+            self._linger_tref = None
+        self._lingered = False
         super()._do_flush()
+
+    def _pool_has_room(self) -> bool:
+        return self._in_flight < self._pool.num_processes
+
+    def _on_linger(self) -> None:
+        self._linger_tref = None
+        self._lingered = True
+        if self._pool_has_room():
+            self._do_flush()
+
+    def _on_batch_returned(self) -> None:
+        self._in_flight -= 1
+        if self._lingered and self._pool_has_room():
+            self._do_flush()
 
     def flush(self, requests: list["Buffered"]):
         packed = ([request.packed for request in requests],)
@@ -117,17 +156,25 @@ class AckWhenStored(Batches):
 
         def on_return(stored: bool | None) -> None:
             settle(bool(stored))
+            self._on_batch_returned()
 
         def on_error(exc) -> None:
             logger.error("ingestion batch did not run in the pool; messages requeued", error=repr(exc))
             settle(False)
+            self._on_batch_returned()
 
-        return self._pool.apply_async(
-            apply_batches_task,
-            (self, packed, 0, None),
-            callback=on_return,
-            error_callback=on_error,
-        )
+        self._in_flight += 1
+        try:
+            return self._pool.apply_async(
+                apply_batches_task,
+                (self, packed, 0, None),
+                callback=on_return,
+                error_callback=on_error,
+            )
+        except BaseException:  # the buffer no longer holds them: back to the queue
+            self._in_flight -= 1
+            settle(False)
+            raise
 
 
 class Buffered:
@@ -168,6 +215,7 @@ class Buffered:
     flush_every=settings.INGESTION_BATCH_MESSAGES,
     flush_events=settings.INGESTION_BATCH_EVENTS,
     flush_interval=settings.INGESTION_BATCH_SECONDS,
+    flush_linger=settings.INGESTION_BATCH_LINGER_SECONDS,
     **ACK_LATE,
 )
 def ingest_batch(requests: list[PackedRequest | SimpleRequest]) -> bool:

@@ -174,8 +174,10 @@ def hold_everything(redis, messages: int) -> None:
 def test_a_killed_workers_messages_are_stored_by_another(project, broker, make_worker):
     url, redis = broker
     sent = [capture_kwargs(project, 3, f"killed-{i}") for i in range(4)]
-    # The batch waits an hour: the worker holds every message, unacknowledged, until it dies.
-    holder = make_worker("ingestion", CELERY_BROKER_URL=url, INGESTION_BATCH_SECONDS="3600")
+    # The batch waits an hour (no linger either): the worker holds every message, unacknowledged, until it dies.
+    holder = make_worker(
+        "ingestion", CELERY_BROKER_URL=url, INGESTION_BATCH_SECONDS="3600", INGESTION_BATCH_LINGER_SECONDS="3600"
+    )
     for kwargs in sent:
         publish_journaled(kwargs)
     hold_everything(redis, len(sent))
@@ -230,7 +232,12 @@ def test_a_live_worker_holding_a_batch_past_the_timeout_gets_no_second_copy(proj
     # The batch is flushed twice the visibility timeout after its first message came: without the
     # refresh, a restore (this worker's own, every CELERY_UNACKED_RESTORE_INTERVAL) would put the
     # messages back on the queue halfway.
-    make_worker("ingestion", CELERY_BROKER_URL=url, INGESTION_BATCH_SECONDS=str(timeout * 2))
+    make_worker(
+        "ingestion",
+        CELERY_BROKER_URL=url,
+        INGESTION_BATCH_SECONDS=str(timeout * 2),
+        INGESTION_BATCH_LINGER_SECONDS=str(timeout * 2),
+    )
     sent = [capture_kwargs(project, 2, f"held-{i}") for i in range(3)]
     for kwargs in sent:
         publish_journaled(kwargs)

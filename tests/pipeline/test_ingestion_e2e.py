@@ -169,7 +169,12 @@ def publish_ingest(broker: str, project, events: list[dict]) -> None:
 
 
 @pytest.mark.single_node
-def test_worker_keeps_ingesting_after_the_broker_restarts(project, servers, make_worker):
+@pytest.mark.parametrize(
+    ("batch_seconds", "timeout"),
+    [("3", 90), ("600", 60)],
+    ids=["flush-timer", "linger-timer"],
+)
+def test_worker_keeps_ingesting_after_the_broker_restarts(project, servers, make_worker, batch_seconds, timeout):
     """Redis goes away and comes back while an ingestion worker holds messages in its batch
     buffer: the worker reconnects and flushes them, and one message sent afterwards (not a
     stream that would fill a batch) is stored too, each event once.
@@ -177,13 +182,15 @@ def test_worker_keeps_ingesting_after_the_broker_restarts(project, servers, make
     Celery clears its timers when the broker connection drops; a worker that kept the dead
     flush timer would keep these messages until its 1,000th (flush_every here), and with a
     visibility timeout of an hour and no other worker on this broker database, nothing else
-    would deliver them."""
+    would deliver them. With a flush interval of 600 s, only the group commit's linger timer,
+    re-armed after the reconnect, stores them within the test's wait."""
     redis = servers["redis"]
     broker = redis.url[:-1] + "4"  # a broker database of its own: no other worker
     make_worker(
         "ingestion",
         CELERY_BROKER_URL=broker,
-        INGESTION_BATCH_SECONDS="3",
+        INGESTION_BATCH_SECONDS=batch_seconds,
+        INGESTION_BATCH_LINGER_SECONDS="3",
         INGESTION_BATCH_MESSAGES="1000",
         CELERY_VISIBILITY_TIMEOUT="3600",
     )
@@ -193,25 +200,26 @@ def test_worker_keeps_ingesting_after_the_broker_restarts(project, servers, make
     held = make_events(4, prefix="held")
     publish_ingest(broker, project, held)
     sent += held
-    time.sleep(0.5)  # delivered into the buffer, well before its 3 s flush
+    time.sleep(0.5)  # delivered into the buffer, well before its 3 s linger
     redis.stop()
     time.sleep(2)
     redis.start()
     after = make_events(4, prefix="after")
     publish_ingest(broker, project, after)
     sent += after
-    assert_stored_exactly_once(project.id, sent, timeout=90)
+    assert_stored_exactly_once(project.id, sent, timeout=timeout)
 
 
 def test_a_batch_is_cut_at_its_event_limit(project, servers, make_worker):
     """INGESTION_BATCH_EVENTS cuts a batch before its message limit or its time is reached: with
-    a 60 s flush interval and room for 1,000 messages, three messages of 4 events pass a limit of
-    10 and are stored at once; a fourth, alone under the limit, waits."""
+    a 60 s flush interval (and linger) and room for 1,000 messages, three messages of 4 events
+    pass a limit of 10 and are stored at once; a fourth, alone under the limit, waits."""
     broker = servers["redis"].url[:-1] + "5"  # a broker database of its own: no other worker
     make_worker(
         "ingestion",
         CELERY_BROKER_URL=broker,
         INGESTION_BATCH_SECONDS="60",
+        INGESTION_BATCH_LINGER_SECONDS="60",
         INGESTION_BATCH_MESSAGES="1000",
         INGESTION_BATCH_EVENTS="10",
     )
@@ -270,6 +278,7 @@ def test_the_event_limit_counts_a_message_by_its_events_header(project, servers,
         "ingestion",
         CELERY_BROKER_URL=broker,
         INGESTION_BATCH_SECONDS="60",
+        INGESTION_BATCH_LINGER_SECONDS="60",
         INGESTION_BATCH_MESSAGES="1000",
         INGESTION_BATCH_EVENTS="10",
     )

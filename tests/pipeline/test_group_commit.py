@@ -1,0 +1,81 @@
+"""Group commit in the ingestion worker (pipeline/ingestion/tasks.py, AckWhenStored): a message
+goes to a free pool process after INGESTION_BATCH_LINGER_SECONDS rather than the batch interval,
+and what arrives while every process is busy waits for one to return, then goes as one batch."""
+
+import time
+
+import orjson
+import pytest
+
+from tests.ops.processes import wait_until
+from tests.pipeline.test_ingestion_e2e import assert_stored_exactly_once, make_events, publish_ingest
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+# Far beyond the tests' waits: a message stored in time was not flushed by the interval.
+BATCH_SECONDS = "600"
+
+
+def batch_sizes(log: str) -> list[int]:
+    """The `messages` of each `ingested batch` line of a worker logging JSON."""
+    sizes = []
+    for line in log.splitlines():
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("event") == "ingested batch":
+            sizes.append(record["messages"])
+    return sizes
+
+
+def test_a_lone_message_is_stored_without_waiting_for_the_batch_interval(project, servers, make_worker):
+    broker = servers["redis"].url[:-1] + "10"  # a broker database of its own: no other worker
+    worker = make_worker(
+        "ingestion",
+        CELERY_BROKER_URL=broker,
+        INGESTION_BATCH_SECONDS=BATCH_SECONDS,
+        INGESTION_BATCH_MESSAGES="1000",
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+    )
+    first = make_events(1, prefix="lone")
+    publish_ingest(broker, project, first)
+    assert_stored_exactly_once(project.id, first, timeout=60)
+    # The next message, after the first batch returned, gets a linger of its own.
+    second = make_events(1, prefix="next")
+    publish_ingest(broker, project, second)
+    assert_stored_exactly_once(project.id, first + second, timeout=60)
+    assert batch_sizes(worker.log.read_text()) == [1, 1]
+
+
+def test_messages_that_come_while_the_pool_is_busy_go_as_one_batch(project, servers, make_worker):
+    """The worker's one pool process is held by a batch retrying against a ClickHouse that is
+    down; ten messages come one by one meanwhile, each well past the linger. When the first
+    batch returns, the ten go together, without waiting for the batch interval."""
+    broker = servers["redis"].url[:-1] + "15"  # a broker database of its own: no other worker
+    worker = make_worker(
+        "ingestion",
+        CELERY_BROKER_URL=broker,
+        INGESTION_BATCH_SECONDS=BATCH_SECONDS,
+        INGESTION_BATCH_MESSAGES="1000",
+        INGESTION_BATCH_LINGER_SECONDS="0.01",
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+    )
+    clickhouse = servers["clickhouse"]
+    sent = make_events(1, prefix="busy")
+    clickhouse.stop()
+    try:
+        publish_ingest(broker, project, sent)
+        wait_until(lambda: "dependency down" in worker.log.read_text(), 30, "the first batch's retry", worker.tail)
+        for n in range(10):
+            events = make_events(1, prefix=f"waiting-{n}")
+            publish_ingest(broker, project, events)
+            sent += events
+            time.sleep(0.1)
+    finally:
+        clickhouse.start()
+    assert_stored_exactly_once(project.id, sent, timeout=120)
+    wait_until(lambda: batch_sizes(worker.log.read_text())[1:], 30, "the second batch's line", worker.tail)
+    assert batch_sizes(worker.log.read_text()) == [1, 10], worker.tail()
