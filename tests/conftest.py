@@ -101,6 +101,29 @@ def pytest_configure(config):
 
     migrate(TEST_CLICKHOUSE_DATABASE, report=lambda _line: None)
     collect_static_files()
+    flush_retries_a_deadlock()
+
+
+def flush_retries_a_deadlock() -> None:
+    """A transactional test ends with Django's `flush` (one TRUNCATE of every table). On
+    PostgreSQL it can deadlock with the session's worker still ingesting what the test captured
+    (its foreign-key checks take row locks on the same tables in another order), and PostgreSQL
+    then aborts the TRUNCATE: the flush is run again, as an application retries a deadlock."""
+    from django.core.management.base import CommandError
+    from django.test import TransactionTestCase
+
+    teardown = TransactionTestCase._fixture_teardown
+
+    def _fixture_teardown(self) -> None:
+        for attempt in range(5):
+            try:
+                return teardown(self)
+            except CommandError as exc:
+                if attempt == 4 or "deadlock detected" not in str(exc.__cause__):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    TransactionTestCase._fixture_teardown = _fixture_teardown
 
 
 def collect_static_files() -> None:
