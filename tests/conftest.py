@@ -153,6 +153,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that ran real workers shows the end of their logs beside its own output:
+    what a worker saw (a lost connection, a retry, a traceback) is most of what CI can tell."""
+    report = yield
+    if report.failed and report.when == "call":
+        workers = [item.funcargs.get("celery_worker"), *getattr(item.funcargs.get("make_worker"), "started", [])]
+        for worker in workers:
+            if isinstance(worker, WorkerProcess) and worker.log.exists():
+                report.sections.append((f"worker log {worker.log.name} (last 40 lines)", worker.tail(40)))
+    return report
+
+
 def pytest_sessionfinish(session, exitstatus):
     SERVERS["keep_logs"] = exitstatus not in (0, 5)
 
@@ -278,6 +291,7 @@ def make_worker(worker_env):
         started.append(worker)
         return worker
 
+    start.started = started  # the failure report shows their logs (pytest_runtest_makereport)
     yield start
     for worker in started:
         worker.stop()
