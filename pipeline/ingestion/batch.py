@@ -129,6 +129,7 @@ def set_aside(messages: list[ReceivedRequest], arrived_on_main: set[str]) -> tup
     those that came on the `ingestion` queue (`arrived_on_main`: their message ids) move."""
     keep, aside = [], []
     projects: dict[tuple, ProjectInfo | None] = {}
+    load_tokens(message.get("token") or "" for message in messages if message["id"] in arrived_on_main)
     for message in messages:
         key = (message.get("token"), message.get("project_id"))
         if message["id"] in arrived_on_main and key not in projects:
@@ -142,7 +143,7 @@ def set_aside(messages: list[ReceivedRequest], arrived_on_main: set[str]) -> tup
 def _resolve_projects(messages: list[ReceivedRequest]) -> dict[tuple, ProjectInfo | None]:
     """Step 1 for the whole batch: (token, project id) -> project, one lookup per token, not per
     message; the tokens, plugin chains and tracking plans no process has cached are read in one
-    query each."""
+    query each, and the projects' epoch (pipeline/ingestion/projects.py) once, by `load_tokens`."""
     load_tokens(message.get("token") or "" for message in messages)
     projects: dict[tuple, ProjectInfo | None] = {}
     for message in messages:
@@ -156,8 +157,10 @@ def _resolve_projects(messages: list[ReceivedRequest]) -> dict[tuple, ProjectInf
 
 
 def _resolve_project(message: ReceivedRequest) -> ProjectInfo | None:
-    """Step 1. A token rotated after capture accepted the request still finds its project."""
-    project = project_for_token(message.get("token") or "")
+    """Step 1. A token rotated after capture accepted the request still finds its project. The
+    caller has checked the epoch with `load_tokens`: a project changed later in the batch is one
+    changed after it."""
+    project = project_for_token(message.get("token") or "", check_epoch=False)
     if project is None and message.get("project_id"):
         project = project_by_id(message["project_id"])
     return project
