@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
+from redis.client import Pipeline
 
 from pipeline.errors import is_outage
 from pipeline.governance.ingestion import apply_tracking_plan, load_plans, record_batch
@@ -30,12 +31,14 @@ from pipeline.ingestion.isolation import ChainCost
 from pipeline.ingestion.message import ReceivedRequest, context_of
 from pipeline.ingestion.projects import ProjectInfo, load_tokens, project_by_id, project_for_token
 from pipeline.ingestion.records import BatchRecords
+from pipeline.ingestion.status import record_ingested
 from pipeline.ingestion.timestamps import parse_iso, resolve_timestamp, to_ms
 from pipeline.persons.resolve import resolve_batch
 from pipeline.plugins.chain import run_process_event_chain
 from pipeline.plugins.dispatch import dispatch_stored_events, wants_stored_events
 from pipeline.plugins.registry import load_project_plugins
 from pipeline.privacy.suppression import SuppressionCheck
+from pipeline.redis import get_redis
 from pipeline.storage.events import EventRow, insert_events, ms_to_iso
 
 logger = structlog.get_logger(__name__)
@@ -102,8 +105,13 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
                 normalised.append(_Normalised(message["id"], project, result, raw, context_of(message)))
 
     rows = _step_6_persons(normalised, records)
-    _step_7_store(rows, records, report)
-    record_batch(report.stored_rows)  # definitions and plan violations (docs/governance.md)
+    # The Redis writes that follow the INSERT, sent together: dedup's confirmation first.
+    writes = get_redis().pipeline(transaction=False)
+    _step_7_store(rows, records, report, writes)
+    record_batch(report.stored_rows, writes)  # definitions and plan violations (docs/governance.md)
+    if report.stored:
+        record_ingested(report.latest_timestamp_ms, writes)
+    writes.execute()
     records.save()
     suppressed.save()
     report.dead_lettered = len(records.dead_letters)
@@ -306,7 +314,9 @@ def _step_6_persons(normalised: list[_Normalised], records: BatchRecords) -> lis
     return rows
 
 
-def _step_7_store(rows: list[tuple[_Normalised, EventRow]], records: BatchRecords, report: BatchReport) -> None:
+def _step_7_store(
+    rows: list[tuple[_Normalised, EventRow]], records: BatchRecords, report: BatchReport, writes: Pipeline
+) -> None:
     claims = [dedup.Claim(row.team_id, str(row.uuid), item.message_id) for item, row in rows]
     decisions = dedup.claim(claims)
     kept = [(item, row, claim) for (item, row), claim, keep in zip(rows, claims, decisions, strict=True) if keep]
@@ -319,7 +329,7 @@ def _step_7_store(rows: list[tuple[_Normalised, EventRow]], records: BatchRecord
             raise
         kept = _insert_one_by_one(kept, exc, records)
         to_insert = [row for _, row, _ in kept]
-    dedup.confirm([claim for _, _, claim in kept])
+    dedup.confirm([claim for _, _, claim in kept], writes)
     report.stored = len(to_insert)
     if to_insert:
         report.latest_timestamp_ms = max(row.timestamp_ms for row in to_insert)

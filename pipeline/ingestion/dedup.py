@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from django.conf import settings
+from redis.client import Pipeline
 
 from pipeline.redis import get_redis
 from pipeline.storage import events as event_store
@@ -86,15 +87,17 @@ def claim(items: Sequence[Claim]) -> list[bool]:
     return decisions
 
 
-def confirm(items: Sequence[Claim]) -> None:
-    """Once ClickHouse has accepted the INSERT of these claims: mark their messages done."""
+def confirm(items: Sequence[Claim], pipe: Pipeline | None = None) -> None:
+    """Once ClickHouse has accepted the INSERT of these claims: mark their messages done. With
+    `pipe`, the writes are added to it, and done once the caller executes it."""
     message_ids = {item.message_id for item in items}
     if not message_ids:
         return
-    pipe = get_redis().pipeline(transaction=False)
+    writes = pipe if pipe is not None else get_redis().pipeline(transaction=False)
     for message_id in message_ids:
-        pipe.set(_done_key(message_id), b"1", ex=settings.INGESTION_DEDUP_WINDOW_SECONDS)
-    pipe.execute()
+        writes.set(_done_key(message_id), b"1", ex=settings.INGESTION_DEDUP_WINDOW_SECONDS)
+    if pipe is None:
+        writes.execute()
 
 
 def _done_messages(message_ids: set[str]) -> set[str]:

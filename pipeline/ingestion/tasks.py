@@ -38,7 +38,6 @@ from pipeline.ingestion.batch import dead_letter_messages, ingest_messages, set_
 from pipeline.ingestion.enqueue import publish_journaled, republish
 from pipeline.ingestion.message import INGEST_QUEUES, OVERFLOW_QUEUE, ReceivedRequest, from_wire, to_wire
 from pipeline.ingestion.packed import PackedRequest, pack
-from pipeline.ingestion.status import record_ingested
 from pipeline.ingestion.timestamps import parse_iso
 from pipeline.metrics import (
     CAPTURE_MESSAGES_REPUBLISHED,
@@ -259,8 +258,6 @@ def ingest_batch(requests: list[PackedRequest | SimpleRequest]) -> bool:
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
             continue
-        if report.stored:
-            record_ingested(report.latest_timestamp_ms)
         _record_chain_costs(report)
         observe_ingestion(report, time.monotonic() - started)
         logger.info(
