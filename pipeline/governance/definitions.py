@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from redis.client import Pipeline
 
 from bklog_app.governance.models import EventDefinition, EventProperty, PropertyDefinition, PropertyType
 from pipeline.redis import get_redis
@@ -52,8 +53,9 @@ def infer_type(value) -> str | None:
     return None
 
 
-def note_stored(rows: list[EventRow]) -> None:
-    """Record the names, property keys, types and volumes of a batch's stored events."""
+def note_stored(rows: list[EventRow], pipe: Pipeline) -> None:
+    """Record the names, property keys, types and volumes of a batch's stored events; the
+    volumes are added to `pipe` (the batch's Redis writes after its INSERT)."""
     if not rows:
         return
     seen: dict[tuple[int, str], set[str]] = {}
@@ -65,7 +67,7 @@ def note_stored(rows: list[EventRow]) -> None:
             keys = seen[key] = set()
         keys.update(row.properties)
         volume[key] += 1
-    _count_volume(volume)
+    _count_volume(volume, pipe)
     _record_new(seen, rows)
     for (project_id, event), keys in seen.items():
         events, properties = _pending_seen.setdefault(project_id, (set(), set()))
@@ -105,16 +107,14 @@ def volumes(project_id: int, names: list[str], today: datetime | None = None) ->
     return totals
 
 
-def _count_volume(volume: Counter) -> None:
+def _count_volume(volume: Counter, pipe: Pipeline) -> None:
     now = datetime.now(UTC)
-    pipe = get_redis().pipeline(transaction=False)
     for project_id in {project_id for project_id, _ in volume}:
         key = _volume_key(project_id, now)
         for (for_project, event), count in volume.items():
             if for_project == project_id:
                 pipe.hincrby(key, event, count)
         pipe.expire(key, (VOLUME_DAYS + 1) * 86_400)
-    pipe.execute()
 
 
 def _volume_key(project_id: int, day: datetime) -> str:

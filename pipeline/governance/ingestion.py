@@ -14,6 +14,7 @@ round trip of its own, and a plan's schemas are compiled once per version.
 from collections.abc import Iterable
 
 import structlog
+from redis.client import Pipeline
 
 from bklog_app.governance.models import TrackingPlan
 from pipeline.errors import is_outage
@@ -55,10 +56,11 @@ def apply_tracking_plan(project_id: int, raw: dict, event_uuid: str) -> dict:
     return properties
 
 
-def record_batch(rows: list[EventRow]) -> None:
-    """After the INSERT: definitions of what was stored, and the batch's plan violations.
-    Only an outage raises (the batch is retried); anything else is logged and ingestion goes on."""
-    _guarded(definitions.note_stored, rows)
+def record_batch(rows: list[EventRow], pipe: Pipeline) -> None:
+    """After the INSERT: definitions of what was stored (their volumes added to `pipe`, the
+    batch's Redis writes), and the batch's plan violations. Only an outage raises (the batch is
+    retried); anything else is logged and ingestion goes on."""
+    _guarded(definitions.note_stored, rows, pipe)
     _guarded(violations.flush, rows)
 
 

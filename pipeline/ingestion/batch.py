@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
+from redis.client import Pipeline
 
 from pipeline.errors import is_outage
 from pipeline.governance.ingestion import apply_tracking_plan, load_plans, record_batch
@@ -30,12 +31,14 @@ from pipeline.ingestion.isolation import ChainCost
 from pipeline.ingestion.message import ReceivedRequest, context_of
 from pipeline.ingestion.projects import ProjectInfo, load_tokens, project_by_id, project_for_token
 from pipeline.ingestion.records import BatchRecords
+from pipeline.ingestion.status import record_ingested
 from pipeline.ingestion.timestamps import parse_iso, resolve_timestamp, to_ms
 from pipeline.persons.resolve import resolve_batch
 from pipeline.plugins.chain import run_process_event_chain
 from pipeline.plugins.dispatch import dispatch_stored_events, wants_stored_events
 from pipeline.plugins.registry import load_project_plugins
 from pipeline.privacy.suppression import SuppressionCheck
+from pipeline.redis import get_redis
 from pipeline.storage.events import EventRow, insert_events, ms_to_iso
 
 logger = structlog.get_logger(__name__)
@@ -102,8 +105,13 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
                 normalised.append(_Normalised(message["id"], project, result, raw, context_of(message)))
 
     rows = _step_6_persons(normalised, records)
-    _step_7_store(rows, records, report)
-    record_batch(report.stored_rows)  # definitions and plan violations (docs/governance.md)
+    # The Redis writes that follow the INSERT, sent together: dedup's confirmation first.
+    writes = get_redis().pipeline(transaction=False)
+    _step_7_store(rows, records, report, writes)
+    record_batch(report.stored_rows, writes)  # definitions and plan violations (docs/governance.md)
+    if report.stored:
+        record_ingested(report.latest_timestamp_ms, writes)
+    writes.execute()
     records.save()
     suppressed.save()
     report.dead_lettered = len(records.dead_letters)
@@ -129,6 +137,7 @@ def set_aside(messages: list[ReceivedRequest], arrived_on_main: set[str]) -> tup
     those that came on the `ingestion` queue (`arrived_on_main`: their message ids) move."""
     keep, aside = [], []
     projects: dict[tuple, ProjectInfo | None] = {}
+    load_tokens(message.get("token") or "" for message in messages if message["id"] in arrived_on_main)
     for message in messages:
         key = (message.get("token"), message.get("project_id"))
         if message["id"] in arrived_on_main and key not in projects:
@@ -142,7 +151,7 @@ def set_aside(messages: list[ReceivedRequest], arrived_on_main: set[str]) -> tup
 def _resolve_projects(messages: list[ReceivedRequest]) -> dict[tuple, ProjectInfo | None]:
     """Step 1 for the whole batch: (token, project id) -> project, one lookup per token, not per
     message; the tokens, plugin chains and tracking plans no process has cached are read in one
-    query each."""
+    query each, and the projects' epoch (pipeline/ingestion/projects.py) once, by `load_tokens`."""
     load_tokens(message.get("token") or "" for message in messages)
     projects: dict[tuple, ProjectInfo | None] = {}
     for message in messages:
@@ -156,8 +165,10 @@ def _resolve_projects(messages: list[ReceivedRequest]) -> dict[tuple, ProjectInf
 
 
 def _resolve_project(message: ReceivedRequest) -> ProjectInfo | None:
-    """Step 1. A token rotated after capture accepted the request still finds its project."""
-    project = project_for_token(message.get("token") or "")
+    """Step 1. A token rotated after capture accepted the request still finds its project. The
+    caller has checked the epoch with `load_tokens`: a project changed later in the batch is one
+    changed after it."""
+    project = project_for_token(message.get("token") or "", check_epoch=False)
     if project is None and message.get("project_id"):
         project = project_by_id(message["project_id"])
     return project
@@ -303,7 +314,9 @@ def _step_6_persons(normalised: list[_Normalised], records: BatchRecords) -> lis
     return rows
 
 
-def _step_7_store(rows: list[tuple[_Normalised, EventRow]], records: BatchRecords, report: BatchReport) -> None:
+def _step_7_store(
+    rows: list[tuple[_Normalised, EventRow]], records: BatchRecords, report: BatchReport, writes: Pipeline
+) -> None:
     claims = [dedup.Claim(row.team_id, str(row.uuid), item.message_id) for item, row in rows]
     decisions = dedup.claim(claims)
     kept = [(item, row, claim) for (item, row), claim, keep in zip(rows, claims, decisions, strict=True) if keep]
@@ -316,7 +329,7 @@ def _step_7_store(rows: list[tuple[_Normalised, EventRow]], records: BatchRecord
             raise
         kept = _insert_one_by_one(kept, exc, records)
         to_insert = [row for _, row, _ in kept]
-    dedup.confirm([claim for _, _, claim in kept])
+    dedup.confirm([claim for _, _, claim in kept], writes)
     report.stored = len(to_insert)
     if to_insert:
         report.latest_timestamp_ms = max(row.timestamp_ms for row in to_insert)

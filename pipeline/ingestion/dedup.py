@@ -2,8 +2,9 @@
 
 Each uuid has a Redis key, set to "pending by <message id>" (a claim) just before its INSERT.
 Once ClickHouse has accepted the INSERT, the message is marked done (one key per message, not
-one write per event: a claim by a done message means "stored"). A batch first reads the keys:
-- absent: claimed with SET NX; whoever loses the race skips, as below;
+one write per event: a claim by a done message means "stored"). A batch claims each key with
+SET NX and, where it is taken, reads what holds it, in the same script call:
+- absent: claimed (of batches racing for it, one claims it; the others find it as below);
 - pending by another message: stored already if that message is done (an SDK retry, a
   redelivered message), else that message is unacknowledged until it has stored the event (it
   is retried, never dropped, once it has claimed): either way skipping it here loses nothing;
@@ -19,6 +20,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from django.conf import settings
+from redis.client import Pipeline
 
 from pipeline.redis import get_redis
 from pipeline.storage import events as event_store
@@ -45,14 +47,19 @@ def claim(items: Sequence[Claim]) -> list[bool]:
     """For each item, True if this batch should insert it."""
     if not items:
         return []
-    redis = get_redis()
-    ttl = settings.INGESTION_DEDUP_WINDOW_SECONDS
-    keys = [_key(item.team_id, item.uuid) for item in items]
-    states = redis.mget(keys)
+    first: dict[str, int] = {}  # uuid -> its first item: a repeat inside the batch is skipped
+    for index, item in enumerate(items):
+        first.setdefault(item.uuid, index)
+    held: dict[int, bytes | None] = {}  # item -> what held its key, None when claimed now
+    for chunk in _chunks(list(first.values())):
+        replies = _script(_CLAIM_SCRIPT)(
+            keys=[_key(items[index].team_id, items[index].uuid) for index in chunk],
+            args=[settings.INGESTION_DEDUP_WINDOW_SECONDS, *(_pending(items[index]) for index in chunk)],
+        )
+        for index, reply in zip(chunk, replies, strict=True):
+            held[index] = None if reply == 1 else reply
 
-    own_pending = [
-        item for item, state in zip(items, states, strict=True) if state == PENDING_PREFIX + item.message_id.encode()
-    ]
+    own_pending = [items[index] for index, state in held.items() if state == _pending(items[index])]
     landed: set[str] = set()
     if own_pending:
         done = _done_messages({item.message_id for item in own_pending})
@@ -61,40 +68,31 @@ def claim(items: Sequence[Claim]) -> list[bool]:
         if unknown:
             landed |= event_store.existing_uuids({i.team_id for i in unknown}, [i.uuid for i in unknown])
 
-    decisions: list[bool] = []
-    seen_in_batch: set[str] = set()
-    to_claim: list[int] = []
-    for index, (item, state) in enumerate(zip(items, states, strict=True)):
-        if item.uuid in seen_in_batch or state is None:
-            decisions.append(False)  # a repeat inside this batch, or decided below by SET NX
-            if state is None and item.uuid not in seen_in_batch:
-                to_claim.append(index)
-        elif state == PENDING_PREFIX + item.message_id.encode():
-            decisions.append(item.uuid not in landed)
-        else:
-            decisions.append(False)  # stored, or pending by another message
-        seen_in_batch.add(item.uuid)
-
-    for chunk in _chunks(to_claim):
-        won = _script(_CLAIM_SCRIPT)(
-            keys=[keys[index] for index in chunk],
-            args=[ttl, *(PENDING_PREFIX + items[index].message_id.encode() for index in chunk)],
-        )
-        for index, claimed in zip(chunk, won, strict=True):
-            decisions[index] = bool(claimed)
+    decisions = [False] * len(items)  # repeats, and keys stored or pending by another message
+    for index, state in held.items():
+        if state is None:
+            decisions[index] = True
+        elif state == _pending(items[index]):
+            decisions[index] = items[index].uuid not in landed
     _mark_stored([item for item in own_pending if item.uuid in landed])
     return decisions
 
 
-def confirm(items: Sequence[Claim]) -> None:
-    """Once ClickHouse has accepted the INSERT of these claims: mark their messages done."""
+def _pending(item: Claim) -> bytes:
+    return PENDING_PREFIX + item.message_id.encode()
+
+
+def confirm(items: Sequence[Claim], pipe: Pipeline | None = None) -> None:
+    """Once ClickHouse has accepted the INSERT of these claims: mark their messages done. With
+    `pipe`, the writes are added to it, and done once the caller executes it."""
     message_ids = {item.message_id for item in items}
     if not message_ids:
         return
-    pipe = get_redis().pipeline(transaction=False)
+    writes = pipe if pipe is not None else get_redis().pipeline(transaction=False)
     for message_id in message_ids:
-        pipe.set(_done_key(message_id), b"1", ex=settings.INGESTION_DEDUP_WINDOW_SECONDS)
-    pipe.execute()
+        writes.set(_done_key(message_id), b"1", ex=settings.INGESTION_DEDUP_WINDOW_SECONDS)
+    if pipe is None:
+        writes.execute()
 
 
 def _done_messages(message_ids: set[str]) -> set[str]:
@@ -115,13 +113,18 @@ def _mark_stored(items: Sequence[Claim]) -> None:
 # The bound keeps each call (which Redis runs atomically) to a millisecond or two.
 SCRIPT_KEYS = 1_000
 
-# ARGV[1]: TTL; ARGV[i + 1]: the claim for KEYS[i]. Returns 1 per key claimed, 0 per key taken.
+# ARGV[1]: TTL; ARGV[i + 1]: the claim for KEYS[i]. Returns, per key, 1 when claimed, else the
+# value that holds it (a claim or STORED): the claim and the read of a taken key in one call.
 _CLAIM_SCRIPT = """
-local won = {}
+local replies = {}
 for i, key in ipairs(KEYS) do
-    won[i] = redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1], 'NX') and 1 or 0
+    if redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1], 'NX') then
+        replies[i] = 1
+    else
+        replies[i] = redis.call('GET', key)
+    end
 end
-return won
+return replies
 """
 
 # ARGV[1]: TTL. Every key becomes STORED ("s").

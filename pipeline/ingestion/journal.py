@@ -12,10 +12,12 @@ queue alone.
 How. The script that LPUSHes a capture message onto the `ingestion` queue also records it here,
 atomically: `bklog:ingest:journal` (sorted set, message id -> publish time in ms) and
 `bklog:ingest:journal:messages` (hash, message id -> the message as pushed). An ingestion batch
-refreshes its messages' entries each time it starts on them, and forgets them once every event
-is stored, a duplicate or dead-lettered. The sweeper (`bklog.ingestion.sweep_journal`, on the
-`scheduled` queue) looks at entries older than INGESTION_JOURNAL_GRACE_SECONDS and finds each by
-its delivery tag, which kombu keeps wherever the message goes: among the unacknowledged
+refreshes the entries of its messages captured more than half the grace period ago each time it
+starts on them (a younger entry is not old enough for the sweeper yet, and most batches are done
+long before), and forgets them once every event is stored, a duplicate or dead-lettered. The
+sweeper (`bklog.ingestion.sweep_journal`, on the `scheduled` queue) looks at entries older than
+INGESTION_JOURNAL_GRACE_SECONDS and finds each by its delivery tag, which kombu keeps wherever
+the message goes: among the unacknowledged
 (delivered, buffered, retrying while a dependency is down, or held by a dead worker until the
 visibility timeout restores it), or in the queue (as pushed, or re-encoded by kombu after a
 requeue or a restore). One found in neither place was lost, and is published again as a new

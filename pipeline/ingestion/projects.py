@@ -2,8 +2,8 @@
 
 Lookups are cached in each process. A change to any project (a rotated token, a new rate limit,
 `anonymize_ips`, an SDK setting) bumps an epoch counter in Redis; every process compares the
-epoch on each lookup and drops its cache when it moved, so a rotated token stops working at
-once everywhere.
+epoch on each lookup (an ingestion batch once, in `load_tokens`, for all its lookups) and drops
+its cache when it moved, so a rotated token stops working at once everywhere.
 
 The project's ingestion state (pipeline/ingestion/isolation.py) is read with it, from Redis, and
 cached alike: a change of state bumps the same epoch, so capture routes by it without a Redis

@@ -2,6 +2,8 @@
 
 import time
 
+from redis.client import Pipeline
+
 from pipeline.queues import Queue
 from pipeline.redis import get_redis
 
@@ -9,12 +11,11 @@ LAST_INGESTED_KEY = "bklog:ingestion:last_ingested_at"
 LATEST_EVENT_TS_KEY = "bklog:ingestion:latest_event_timestamp_ms"
 
 
-def record_ingested(latest_event_timestamp_ms: int) -> None:
-    pipe = get_redis().pipeline(transaction=False)
+def record_ingested(latest_event_timestamp_ms: int, pipe: Pipeline) -> None:
+    """Add to `pipe` (the batch's writes after its INSERT) the time and the latest event stored."""
     pipe.set(LAST_INGESTED_KEY, f"{time.time():.3f}")
     if latest_event_timestamp_ms:
         pipe.set(LATEST_EVENT_TS_KEY, latest_event_timestamp_ms)
-    pipe.execute()
 
 
 def last_ingested_at() -> float | None:

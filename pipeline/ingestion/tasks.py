@@ -38,7 +38,7 @@ from pipeline.ingestion.batch import dead_letter_messages, ingest_messages, set_
 from pipeline.ingestion.enqueue import publish_journaled, republish
 from pipeline.ingestion.message import INGEST_QUEUES, OVERFLOW_QUEUE, ReceivedRequest, from_wire, to_wire
 from pipeline.ingestion.packed import PackedRequest, pack
-from pipeline.ingestion.status import record_ingested
+from pipeline.ingestion.timestamps import parse_iso
 from pipeline.metrics import (
     CAPTURE_MESSAGES_REPUBLISHED,
     observe_batch_dead_lettered,
@@ -222,7 +222,7 @@ def ingest_batch(requests: list[PackedRequest | SimpleRequest]) -> bool:
     """Return True when every message is durably handled (stored, duplicate or dead-lettered)."""
     messages = _decoded(requests)
     message_ids = [request.id for request in requests]
-    _journal(journal.touch, message_ids)
+    _journal(journal.touch, _aging(requests, messages))
     messages = _move_overflow(requests, messages)
     started = time.monotonic()
     deadline = started + settings.INGESTION_RETRY_MAX_SECONDS
@@ -258,8 +258,6 @@ def ingest_batch(requests: list[PackedRequest | SimpleRequest]) -> bool:
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
             continue
-        if report.stored:
-            record_ingested(report.latest_timestamp_ms)
         _record_chain_costs(report)
         observe_ingestion(report, time.monotonic() - started)
         logger.info(
@@ -289,6 +287,20 @@ def _decoded(requests: list[PackedRequest | SimpleRequest]) -> list[ReceivedRequ
                 error=repr(exc),
             )
     return messages
+
+
+def _aging(requests: list[PackedRequest | SimpleRequest], messages: list[ReceivedRequest]) -> list[str]:
+    """The ids of the messages whose journal entries need a touch: those captured more than half
+    the journal's grace period ago, or not known to be younger (undecodable, no `now`). A younger
+    one's entry is not old enough for the sweeper to look at for another half of the grace
+    period, and the batch mostly forgets it before then; if not, the sweeper finds it
+    unacknowledged, as after a missed touch."""
+    young_after = time.time() - settings.INGESTION_JOURNAL_GRACE_SECONDS / 2
+    young, old = set(), set()
+    for message in messages:
+        captured = parse_iso(message.get("now"))
+        (young if captured is not None and captured.timestamp() > young_after else old).add(message["id"])
+    return [request.id for request in requests if request.id in old or request.id not in young]
 
 
 def _move_overflow(requests: list[PackedRequest | SimpleRequest], messages: list[dict]) -> list[dict]:

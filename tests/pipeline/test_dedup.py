@@ -72,3 +72,12 @@ def test_more_uuids_than_one_script_call_takes(team, monkeypatch):
     assert dedup.claim(claims(team, uuids, "m2")) == [False] * 10 + [True] * 10
     dedup.confirm(claims(team, uuids, "m2"))
     assert dedup.claim(claims(team, uuids, "m3")) == [False] * 20
+
+
+def test_a_uuid_marked_stored_on_its_own_is_a_duplicate_for_everyone(team):
+    """The per-uuid STORED form, written when ClickHouse showed an earlier attempt's INSERT landed."""
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    assert dedup.claim(claims(team, [a, b], "m1")) == [True, True]
+    dedup._mark_stored(claims(team, [a], "m1"))
+    assert dedup.claim(claims(team, [a, b], "m1")) == [False, True]  # b: m1 not done, not in ClickHouse
+    assert dedup.claim(claims(team, [b, a, b], "m2")) == [False, False, False]

@@ -10,11 +10,12 @@ from django.db import connection
 from kombu import Connection
 
 from bklog_app.models import DeadLetter, IngestionWarning
-from pipeline.ingestion import publish
+from pipeline.governance import definitions
+from pipeline.ingestion import dedup, publish, status
 from pipeline.ingestion.batch import ingest_messages
 from pipeline.ingestion.message import EVENTS_HEADER, INGEST_QUEUE, INGEST_TASK_NAME, to_wire
 from pipeline.ingestion.tasks import ingest_batch
-from pipeline.redis import _client_for
+from pipeline.redis import _client_for, get_redis
 from pipeline.storage.events import count_events, list_events
 from tests.conftest import SERVERS
 from tests.factories import wait_for_events
@@ -140,6 +141,27 @@ def test_a_broken_event_is_dead_lettered_and_the_rest_stored(project):
     assert "distinct_id" in letter.error
     assert letter.payload == broken
     assert letter.context["token"] == project.api_token
+
+
+def test_a_stored_batch_marks_its_messages_done_and_records_its_volumes_and_status(project):
+    """The writes that follow the INSERT, sent to Redis together (pipeline/ingestion/batch.py)."""
+    events = make_events(3)
+    for i, event in enumerate(events):
+        event["timestamp"] = f"2024-06-01T00:00:0{i}.000Z"
+    message = {"id": str(uuid.uuid4()), "token": project.api_token, "project_id": project.id, "ip": None,
+               "now": "2024-06-01T00:00:05.000+00:00", "sent_at": None, "events": events}  # fmt: skip
+    redis = get_redis()
+    redis.delete(status.LAST_INGESTED_KEY, status.LATEST_EVENT_TS_KEY)
+    assert ingest_messages([message]).stored == 3
+    assert redis.get(dedup._done_key(message["id"])) == b"1"
+    assert definitions.volumes(project.id, ["page"]) == {"page": 3}
+    assert int(redis.get(status.LATEST_EVENT_TS_KEY)) == 1_717_200_002_000
+    assert float(redis.get(status.LAST_INGESTED_KEY)) > time.time() - 60
+
+    redis.delete(status.LAST_INGESTED_KEY)
+    assert ingest_messages([{**message, "id": str(uuid.uuid4())}]).duplicates == 3  # nothing stored
+    assert redis.get(status.LAST_INGESTED_KEY) is None
+    assert definitions.volumes(project.id, ["page"]) == {"page": 3}
 
 
 def test_invalid_uuid_reaching_the_worker_is_dropped_with_a_warning(project):

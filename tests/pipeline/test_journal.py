@@ -6,12 +6,14 @@ left alone."""
 import json
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import orjson
 import pytest
 from django.test import override_settings
 
-from pipeline.ingestion import journal
+from pipeline.ingestion import journal, tasks
 from pipeline.ingestion.enqueue import publish_journaled, republish
 from pipeline.ingestion.message import INGEST_QUEUE
 from pipeline.ingestion.tasks import sweep_journal
@@ -119,3 +121,22 @@ def test_touch_restarts_the_grace_period_of_known_entries_only(project, broker):
     assert client.zscore(journal.JOURNAL_KEY, "never-published") is None
     client.rpop(INGEST_QUEUE)
     assert journal.sweep(INGEST_QUEUE, republish, grace_seconds=60)["old"] == 0
+
+
+def test_a_batch_touches_only_the_entries_of_messages_captured_long_ago():
+    """Half the grace period or more since capture, no `now`, or not decodable: touched. A message
+    captured just now is not: its entry is not old enough for the sweeper to look at."""
+    now = datetime.now(UTC)
+    captured = {
+        "young": now.isoformat(),
+        "old": (now - timedelta(seconds=31)).isoformat(),
+        "no-now": None,
+        "mixed": now.isoformat(),
+    }
+    messages = [{"id": message_id, "now": at} for message_id, at in captured.items()]
+    messages.append({"id": "mixed", "now": "2024-06-01T00:00:00.000+00:00"})  # one of its requests is old
+    requests = [SimpleNamespace(id=message_id) for message_id in [*captured, "undecodable"]]
+    with override_settings(INGESTION_JOURNAL_GRACE_SECONDS=60):
+        assert tasks._aging(requests, messages) == ["old", "no-now", "mixed", "undecodable"]
+    with override_settings(INGESTION_JOURNAL_GRACE_SECONDS=0):
+        assert tasks._aging(requests, messages) == [*captured, "undecodable"]
