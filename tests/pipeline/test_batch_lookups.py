@@ -3,10 +3,14 @@ are read in one query each (pipeline/ingestion/projects.py `load_tokens`,
 pipeline/plugins/registry.py `load_project_plugins`, pipeline/governance/ingestion.py
 `load_plans`), whatever number of projects the batch spans."""
 
+import json
+import threading
+import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -16,7 +20,8 @@ from pipeline.governance import ingestion as governance
 from pipeline.ingestion import isolation, projects
 from pipeline.ingestion.batch import ingest_messages
 from pipeline.ingestion.isolation import ChainCost
-from pipeline.plugins import registry
+from pipeline.plugins import registry, reload
+from pipeline.redis import get_redis
 from pipeline.storage.events import list_events
 from tests.factories import make_project
 from tests.governance.conftest import event as governance_event
@@ -37,6 +42,33 @@ def cold():
     yield
     projects.forget()
     registry._projects.clear()
+
+
+_marker = {"value": None, "seen": threading.Event()}
+
+
+def _note_marker(message: dict) -> None:
+    if message.get("marker") is not None and message.get("marker") == _marker["value"]:
+        _marker["seen"].set()
+
+
+reload.on_reload(_note_marker)
+
+
+def reloads_applied() -> None:
+    """Until this process's reload listener has applied every reload published so far. Saving a
+    config publishes one, and the listener drops the cached chains whenever it gets there: after
+    a batch has cached them, each would cost the batch a query of its own, a race of the test
+    and not the batch's cost. A marker published after them comes back last (published again
+    until it does: a listener reconnecting after a Redis restart misses what came before)."""
+    reload.ensure_listening()
+    _marker["value"], seen = uuid.uuid4().hex, _marker["seen"]
+    seen.clear()
+    deadline = time.monotonic() + 30
+    while not seen.is_set() and time.monotonic() < deadline:
+        get_redis().publish(settings.PLUGINS_RELOAD_PUBSUB_CHANNEL, json.dumps({"marker": _marker["value"]}))
+        seen.wait(0.5)
+    assert seen.is_set(), "the plugin reload listener did not get its marker back in 30 s"
 
 
 def with_chains(count: int) -> list:
@@ -119,6 +151,7 @@ def test_a_batch_of_many_cold_projects_asks_once_for_their_tokens_and_chains(col
             }
             for project in made
         ]
+        reloads_applied()
         with CaptureQueriesContext(connection) as queries:
             report = ingest_messages(messages)
         assert report.stored == len(made)
