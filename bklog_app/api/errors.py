@@ -1,5 +1,6 @@
 """One error body for the whole API: {"type", "code", "detail", "attr"}."""
 
+from django.db import DataError
 from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -19,6 +20,12 @@ def exception_handler(exc, context):
     if isinstance(exc, OverflowError):
         # An id too large for the database's integers: it cannot exist.
         exc = exceptions.NotFound("No such resource.")
+    if isinstance(exc, DataError) and "NUL" in str(exc):
+        # PostgreSQL's text cannot hold U+0000, so a value carrying one was refused as a query's
+        # parameter or a row's field: the client's input, not a fault of the server.
+        exc = exceptions.ValidationError(
+            "A parameter or field contains a NUL character (\\u0000), which no stored value can hold; remove it."
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

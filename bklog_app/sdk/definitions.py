@@ -37,6 +37,6 @@ class LocalEvaluation(APIView):
         token = request.query_params.get("token", "").strip()
         if not token:
             raise ValidationError({"token": ["The project's token is required (query parameter token)."]})
-        if not projects_for(request.user).filter(api_token=token).exists():
+        if "\x00" in token or not projects_for(request.user).filter(api_token=token).exists():
             raise NotFound("No project of yours has this token.")
         return Response({"flags": [], "group_type_mapping": {}, "cohorts": {}})

@@ -104,6 +104,8 @@ def _look_up(token: str) -> ProjectInfo | None:
 
 
 def _row_for(token: str) -> tuple | None:
+    if "\x00" in token:  # no project's: PostgreSQL's text cannot even be compared with it
+        return None
     return Project.objects.filter(api_token=token).values_list(*_FIELDS).first()
 
 
@@ -119,7 +121,9 @@ def load_tokens(tokens: Iterable[str]) -> None:
     if len(missing) < 2:  # project_for_token asks for one itself
         return
     epoch = _epoch[0]
-    rows = Project.objects.filter(api_token__in=missing).values_list("api_token", *_FIELDS)
+    rows = Project.objects.filter(api_token__in=[t for t in missing if "\x00" not in t]).values_list(
+        "api_token", *_FIELDS
+    )
     infos = {row[0]: ProjectInfo(*row[1:]) for row in rows}
     overflow = isolation.overflowing([info.id for info in infos.values()])
     _check_epoch()

@@ -326,6 +326,14 @@ def test_unknown_token_is_401_invalid_api_key(client, project):
     assert body["type"] == "authentication_error"
 
 
+def test_a_token_with_a_nul_character_is_401_invalid_api_key(client, project):
+    """No project's token holds U+0000 (PostgreSQL's text cannot): unknown, not a server error."""
+    response = client.post(
+        "/e/", data=orjson.dumps({"api_key": project.api_token + "\x00", **event()}), content_type="application/json"
+    )
+    assert assert_error(response, 401, "invalid_api_key")["type"] == "authentication_error"
+
+
 @pytest.mark.parametrize("method", ["post-empty", "get-no-data", "form-no-data"])
 def test_empty_body_is_400_no_data(client, project, method):
     if method == "post-empty":

@@ -5,6 +5,7 @@ import uuid
 
 import orjson
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from bklog_app.models import DeadLetter, IngestionWarning, Membership, Organization, Project
@@ -147,6 +148,25 @@ def test_ingestion_warnings_list_and_filter(api_client, project):
     assert [w["event_uuid"] for w in api_client.get(url, {"type": "event_timestamp_in_future"}).json()["results"]] == [
         "u1"
     ]
+
+
+def test_a_filter_with_a_nul_character_is_400_or_matches_nothing(api_client, project):
+    """PostgreSQL's text cannot hold U+0000 and refuses a query that compares with it: a 400 that
+    says so, not a 500. SQLite compares, and finds nothing."""
+    IngestionWarning.objects.create(project=project, type="event_timestamp_in_future", event_uuid="u1", details={})
+    response = api_client.get(f"/api/projects/{project.id}/ingestion_warnings/", {"type": "event\x00"})
+    if connection.vendor == "postgresql":
+        assert response.status_code == 400, response.content
+        assert response.json() == {
+            "type": "validation_error",
+            "code": "invalid_input",
+            "detail": "A parameter or field contains a NUL character (\\u0000), which no stored value can hold; "
+            "remove it.",
+            "attr": None,
+        }
+    else:
+        assert response.status_code == 200, response.content
+        assert response.json()["results"] == []
 
 
 def test_other_organizations_resources_are_404(project):

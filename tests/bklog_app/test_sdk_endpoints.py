@@ -555,6 +555,15 @@ def test_flag_definitions_of_another_organizations_project_is_404(project, api_c
     )
 
 
+def test_flag_definitions_for_a_token_with_a_nul_character_is_404(project, api_client):
+    response = api_client.get("/api/feature_flag/local_evaluation/", {"token": project.api_token + "\x00"})
+    assert_error(
+        response,
+        404,
+        {"type": "invalid_request", "code": "not_found", "detail": "No project of yours has this token.", "attr": None},
+    )
+
+
 def test_flag_definitions_without_a_token_is_400(project, api_client):
     response = api_client.get("/flags/definitions")
     assert_error(
