@@ -82,17 +82,11 @@ def _pending(item: Claim) -> bytes:
     return PENDING_PREFIX + item.message_id.encode()
 
 
-def confirm(items: Sequence[Claim], pipe: Pipeline | None = None) -> None:
-    """Once ClickHouse has accepted the INSERT of these claims: mark their messages done. With
-    `pipe`, the writes are added to it, and done once the caller executes it."""
-    message_ids = {item.message_id for item in items}
-    if not message_ids:
-        return
-    writes = pipe if pipe is not None else get_redis().pipeline(transaction=False)
-    for message_id in message_ids:
-        writes.set(_done_key(message_id), b"1", ex=settings.INGESTION_DEDUP_WINDOW_SECONDS)
-    if pipe is None:
-        writes.execute()
+def confirm(items: Sequence[Claim], pipe: Pipeline) -> None:
+    """Once ClickHouse has accepted the INSERT of these claims: mark their messages done, in
+    `pipe` (the batch's writes after its INSERT, which the caller executes)."""
+    for message_id in {item.message_id for item in items}:
+        pipe.set(_done_key(message_id), b"1", ex=settings.INGESTION_DEDUP_WINDOW_SECONDS)
 
 
 def _done_messages(message_ids: set[str]) -> set[str]:

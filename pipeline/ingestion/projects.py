@@ -103,8 +103,14 @@ def _look_up(token: str) -> ProjectInfo | None:
     return info
 
 
+def _could_be_a_token(token: str) -> bool:
+    """False for a string holding U+0000: no project's token, and PostgreSQL's text cannot even
+    be compared with it (capture would answer 500 instead of 401)."""
+    return "\x00" not in token
+
+
 def _row_for(token: str) -> tuple | None:
-    if "\x00" in token:  # no project's: PostgreSQL's text cannot even be compared with it
+    if not _could_be_a_token(token):
         return None
     return Project.objects.filter(api_token=token).values_list(*_FIELDS).first()
 
@@ -121,7 +127,7 @@ def load_tokens(tokens: Iterable[str]) -> None:
     if len(missing) < 2:  # project_for_token asks for one itself
         return
     epoch = _epoch[0]
-    rows = Project.objects.filter(api_token__in=[t for t in missing if "\x00" not in t]).values_list(
+    rows = Project.objects.filter(api_token__in=[token for token in missing if _could_be_a_token(token)]).values_list(
         "api_token", *_FIELDS
     )
     infos = {row[0]: ProjectInfo(*row[1:]) for row in rows}

@@ -7,6 +7,14 @@ import pytest
 
 from pipeline.ingestion import dedup
 from pipeline.ingestion.dedup import Claim
+from pipeline.redis import get_redis
+
+
+def confirm(items: list[Claim]) -> None:
+    """dedup.confirm as a batch runs it: in a pipeline executed after the INSERT."""
+    writes = get_redis().pipeline(transaction=False)
+    dedup.confirm(items, writes)
+    writes.execute()
 
 
 @pytest.fixture
@@ -29,7 +37,7 @@ def test_fresh_uuids_are_claimed_once_and_repeats_in_a_batch_skipped(team):
 def test_confirmed_uuids_are_duplicates_for_everyone(team):
     a = str(uuid.uuid4())
     assert dedup.claim(claims(team, [a], "m1")) == [True]
-    dedup.confirm(claims(team, [a], "m1"))
+    confirm(claims(team, [a], "m1"))
     assert dedup.claim(claims(team, [a], "m1")) == [False]
     assert dedup.claim(claims(team, [a], "m2")) == [False]
 
@@ -37,7 +45,7 @@ def test_confirmed_uuids_are_duplicates_for_everyone(team):
 def test_a_message_confirmed_but_not_acknowledged_finds_its_events_stored(team):
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
     assert dedup.claim(claims(team, [a, b], "m1")) == [True, True]
-    dedup.confirm(claims(team, [a, b], "m1"))
+    confirm(claims(team, [a, b], "m1"))
     # m1 died before its acknowledgement; redelivered, it finds its own claims on a done message.
     assert dedup.claim(claims(team, [a, b], "m1")) == [False, False]
 
@@ -46,7 +54,7 @@ def test_a_confirmation_covers_only_its_own_messages_claims(team):
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
     assert dedup.claim(claims(team, [a], "m1")) == [True]
     assert dedup.claim(claims(team, [b], "m2")) == [True]
-    dedup.confirm(claims(team, [a], "m1"))
+    confirm(claims(team, [a], "m1"))
     # m2 is not done and ClickHouse has no row for b: m2's retry still inserts it.
     assert dedup.claim(claims(team, [a, b], "m2")) == [False, True]
 
@@ -70,7 +78,7 @@ def test_more_uuids_than_one_script_call_takes(team, monkeypatch):
     uuids = [str(uuid.uuid4()) for _ in range(20)]
     assert dedup.claim(claims(team, uuids[:10], "m1")) == [True] * 10
     assert dedup.claim(claims(team, uuids, "m2")) == [False] * 10 + [True] * 10
-    dedup.confirm(claims(team, uuids, "m2"))
+    confirm(claims(team, uuids, "m2"))
     assert dedup.claim(claims(team, uuids, "m3")) == [False] * 20
 
 
