@@ -8,17 +8,28 @@ up or stops Gunicorn; `on_exit` deregisters it.
 
 import os
 
+# GUNICORN_WORKER_CLASS. A capture request spends most of its time waiting (on Redis, and up to
+# CAPTURE_LINGER_MS for others to share its message, pipeline/ingestion/coalesce.py), and a
+# greenlet waits for a fraction of what a thread handoff costs under the GIL (on the bench
+# machine 0.43 ms of CPU per request against 0.62 ms for gthread with 16 threads, for a trivial
+# app that waits 10 ms). `pywsgi` (the default) is gevent's own HTTP server held to the Gunicorn
+# settings below (bklog_app/web_worker.py); `gevent` is Gunicorn's parser under gevent; `gthread`
+# the fallback without gevent; a dotted path names any other worker class.
+WORKER_CLASSES = {"pywsgi": "bklog_app.web_worker.Worker", "gevent": "gevent", "gthread": "gthread"}
+_chosen = os.environ.get("GUNICORN_WORKER_CLASS", "pywsgi")
+worker_class = WORKER_CLASSES.get(_chosen, _chosen)
+
 # gevent must patch the standard library before anything else imports it: the master loads this
 # file, then the logger and hooks below import bklog_app (its Celery app, Django's database
 # layer), and a thread-local that Django creates before the patch is shared by every greenlet
 # of a worker ("DatabaseWrapper objects created in a thread can only be used in that same
-# thread"). Gunicorn's gevent worker patches again after the fork; a second patch is a no-op.
-if os.environ.get("GUNICORN_WORKER_CLASS", "gevent") == "gevent":
+# thread"). The gevent workers patch again after the fork; a second patch is a no-op.
+if worker_class != "gthread":
     from gevent import monkey
 
     monkey.patch_all()
 
-import multiprocessing
+import multiprocessing  # noqa: E402 (after the patch above)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -27,12 +38,6 @@ def _env_int(name: str, default: int) -> int:
 
 bind = os.environ.get("GUNICORN_BIND", f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}")
 workers = _env_int("GUNICORN_WORKERS", max(2, multiprocessing.cpu_count()))
-# gevent: a capture request spends most of its time waiting (on Redis, and up to
-# CAPTURE_LINGER_MS for others to share its message, pipeline/ingestion/coalesce.py); a
-# greenlet waits for a fraction of what a thread handoff costs under the GIL (on the bench
-# machine 0.43 ms of CPU per request against 0.62 ms for gthread with 16 threads, for a
-# trivial app that waits 10 ms). GUNICORN_WORKER_CLASS=gthread is the fallback.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 1000)  # gevent: requests in flight per worker
 threads = _env_int("GUNICORN_THREADS", 16)  # gthread only
 timeout = _env_int("GUNICORN_TIMEOUT", 30)

@@ -16,7 +16,10 @@ from bklog_app.capture.paths import CAPTURE_PATH
 class AccessLogger(Logger):
     log_capture = os.environ.get("GUNICORN_ACCESSLOG_CAPTURE", "false").lower() in ("1", "true", "yes")
 
+    def logs(self, environ: dict) -> bool:
+        """Whether this request gets an access line."""
+        return self.log_capture or not CAPTURE_PATH.match(environ.get("PATH_INFO", ""))
+
     def access(self, resp, req, environ, request_time) -> None:
-        if not self.log_capture and CAPTURE_PATH.match(environ.get("PATH_INFO", "")):
-            return
-        super().access(resp, req, environ, request_time)
+        if self.logs(environ):
+            super().access(resp, req, environ, request_time)
