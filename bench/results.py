@@ -15,6 +15,7 @@ from typing import Any
 
 from bench import scale
 from bench.stats import spread
+from bench.wrk import MAX_RATE_CONNECTIONS
 
 RATES = (500, 1000, 2000)
 WORKER_RSS_LIMIT_MB = 150.0
@@ -28,11 +29,20 @@ def _rate_figure(rate: int, key: str) -> Extractor:
     return lambda run: (run.get("rates", {}).get(str(rate)) or {}).get(key)
 
 
+def _max_figure(connections: int, key: str) -> Extractor:
+    return lambda run: (run.get("max_by_connections", {}).get(str(connections)) or {}).get(key)
+
+
 SECTIONS: dict[str, tuple[str, dict[str, Extractor]]] = {
     "capture_single": (
         "single",
         {
             "max_rps": lambda run: run.get("max_rps"),
+            **{
+                f"max_{key}_{connections}_connections": _max_figure(connections, key)
+                for connections in MAX_RATE_CONNECTIONS
+                for key in ("rps", "p50_ms", "p99_ms")
+            },
             "p99_ms_at_1000": _rate_figure(1000, "p99_ms"),
             "web_cpu_ms_per_request_at_1000": lambda run: (
                 (run.get("rates", {}).get("1000") or {}).get("cpu_ms_per_request") or {}
