@@ -17,6 +17,7 @@ import structlog
 from redis.client import Pipeline
 
 from bklog_app.governance.models import TrackingPlan
+from pipeline import bounded
 from pipeline.errors import is_outage
 from pipeline.governance import definitions, violations
 from pipeline.governance.plans import CompiledPlan, compile_plan
@@ -106,7 +107,7 @@ def _keep(project_id: int, epoch: bytes | None, row: dict | None) -> CompiledPla
         compiled = hit[2]
     else:
         compiled = compile_plan(row)
-    if len(_plans) > 10_000:
-        _plans.clear()
+    _plans.pop(project_id, None)
     _plans[project_id] = (epoch, row["version"] if row else 0, compiled)
+    bounded.trim(_plans)
     return compiled

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 
 from bklog_app.models import Project
+from pipeline import bounded
 from pipeline.ingestion import isolation
 from pipeline.redis import get_redis
 
@@ -32,7 +33,7 @@ LOOKUP_WAIT_SECONDS = 5.0
 EPOCH_KEY = "bklog:projects:epoch"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProjectInfo:
     """What capture and the SDK endpoints need of a project; the SDK settings (bklog_app.models.Project)
     default to a new project's, so a row of the first three fields alone still makes one."""
@@ -97,9 +98,9 @@ def _look_up(token: str) -> ProjectInfo | None:
     row = _row_for(token)
     info = _with_state(ProjectInfo(*row)) if row else None
     if _epoch[0] == epoch:  # else the answer may predate the change that moved it: not kept
-        if len(_cache) > 10_000:
-            _cache.clear()
+        _cache.pop(token, None)  # re-inserted: the newest, the last to be trimmed
         _cache[token] = (time.monotonic(), info)
+        bounded.trim(_cache)
     return info
 
 
@@ -135,14 +136,14 @@ def load_tokens(tokens: Iterable[str]) -> None:
     _check_epoch()
     if _epoch[0] != epoch:  # a project changed meanwhile: the answers may predate it, not kept
         return
-    if len(_cache) + len(missing) > 10_000:
-        _cache.clear()
     looked_up = time.monotonic()
     for token in missing:
         info = infos.get(token)
         if info is not None and info.id in overflow:
             info = replace(info, ingestion_overflow=True)
+        _cache.pop(token, None)
         _cache[token] = (looked_up, info)
+    bounded.trim(_cache)
 
 
 def project_by_id(project_id: int) -> ProjectInfo | None:
