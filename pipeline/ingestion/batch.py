@@ -90,6 +90,7 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
                 events=len(events),
             )
             continue
+        context = context_of(message)  # the same for every event of the request: its dead letters share it
         for raw in events:
             progress = {"step": "uuid"}
             try:
@@ -97,13 +98,13 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
             except Exception as exc:
                 if is_outage(exc):
                     raise
-                records.dead_letter(project.id, progress["step"], exc, raw, context_of(message))
+                records.dead_letter(project.id, progress["step"], exc, raw, context)
                 report.dead_lettered += 1
                 continue
             if result is None:
                 report.dropped += 1
             else:
-                normalised.append(_Normalised(message["id"], project, *result, raw, context_of(message)))
+                normalised.append(_Normalised(message["id"], project, *result, raw, context))
 
     rows = _step_6_persons(normalised, records)
     # The Redis writes that follow the INSERT, sent together: dedup's confirmation first.
