@@ -168,14 +168,27 @@ def _settle_database_connections(task=None, **_):
         settle_database_connections()
 
 
+POOL_GC_YOUNGEST_THRESHOLD = 50_000
+
+
 @signals.worker_process_init.connect
 def _freeze_startup_objects(**_):
     """A pool process's full garbage collections walk every object it holds, Django's and the
     plugins' included: an ingestion batch allocates tens of thousands of dicts, so they ran often
     and cost about a sixth of the batch's CPU on the bench (0.24 -> 0.20 ms per event frozen).
-    What exists when the process starts lives as long as the process: leave it out of them."""
+    What exists when the process starts lives as long as the process: leave it out of them.
+
+    The youngest generation is collected every POOL_GC_YOUNGEST_THRESHOLD container objects
+    allocated (and not yet freed) instead of every 700: a 5,000-event batch keeps about 75,000 of
+    them alive until it ends, so Python's default made about 110 young collections, 10 middle
+    ones and a full one per batch, each walking what the batch holds; now it makes about one.
+    Only garbage in reference cycles, which this code rarely makes, waits longer to be freed."""
     gc.freeze()
-    structlog.get_logger(__name__).info("pool process started", frozen_objects=gc.get_freeze_count())
+    _youngest, middle, oldest = gc.get_threshold()
+    gc.set_threshold(POOL_GC_YOUNGEST_THRESHOLD, middle, oldest)
+    structlog.get_logger(__name__).info(
+        "pool process started", frozen_objects=gc.get_freeze_count(), gc_threshold=gc.get_threshold()
+    )
 
 
 @signals.worker_process_init.connect

@@ -1,12 +1,13 @@
 """The Celery app's promises: declared queues only, JSON only, explicit names, worker roles."""
 
+import gc
 import re
 import time
 
 import pytest
 from django.conf import settings
 
-from bklog_app.celery import TASK_MODULES, app, periodic_schedule
+from bklog_app.celery import POOL_GC_YOUNGEST_THRESHOLD, TASK_MODULES, app, periodic_schedule
 from pipeline.errors import OUTAGE_EXCEPTIONS
 from pipeline.queues import ROLE_QUEUES, TASK_QUEUES, Queue, TaskName, queues_for_role
 
@@ -135,10 +136,15 @@ def test_a_real_worker_consumes_only_its_roles_queues(make_worker, how):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_pool_processes_leave_their_startup_objects_out_of_garbage_collections(make_worker):
+def test_pool_processes_leave_their_startup_objects_out_of_frequent_garbage_collections(make_worker):
     worker = make_worker("ingestion")
     deadline = time.monotonic() + 30
     while "pool process started" not in worker.log.read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
     frozen = re.search(r"pool process started.*frozen_objects=(\d+)", worker.log.read_text())
     assert frozen and int(frozen.group(1)) > 10_000, worker.tail()
+    threshold = re.search(r"pool process started.*gc_threshold=\((\d+), (\d+), (\d+)\)", worker.log.read_text())
+    assert threshold, worker.tail()
+    youngest, middle, oldest = (int(n) for n in threshold.groups())
+    assert youngest == POOL_GC_YOUNGEST_THRESHOLD != gc.get_threshold()[0], "a batch's live objects fit in the youngest"
+    assert (middle, oldest) == gc.get_threshold()[1:], "the older generations keep Python's ratios"

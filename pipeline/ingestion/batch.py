@@ -32,7 +32,7 @@ from pipeline.ingestion.message import ReceivedRequest, context_of
 from pipeline.ingestion.projects import ProjectInfo, load_tokens, project_by_id, project_for_token
 from pipeline.ingestion.records import BatchRecords
 from pipeline.ingestion.status import record_ingested
-from pipeline.ingestion.timestamps import parse_iso, resolve_timestamp, to_ms
+from pipeline.ingestion.timestamps import parse_iso, parse_request_time, resolve_timestamp, to_ms
 from pipeline.persons.resolve import resolve_batch
 from pipeline.plugins.chain import run_process_event_chain
 from pipeline.plugins.dispatch import dispatch_stored_events, wants_stored_events
@@ -64,6 +64,7 @@ class _Normalised:
 
     message_id: str
     project: ProjectInfo
+    uuid: uuid_module.UUID  # event["uuid"], parsed once (step 2) for the INSERT
     event: dict  # uuid, event, distinct_id, properties, timestamp_ms, elements_chain
     raw: dict  # as captured, for the dead-letter store
     context: dict
@@ -89,6 +90,7 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
                 events=len(events),
             )
             continue
+        context = context_of(message)  # the same for every event of the request: its dead letters share it
         for raw in events:
             progress = {"step": "uuid"}
             try:
@@ -96,13 +98,13 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
             except Exception as exc:
                 if is_outage(exc):
                     raise
-                records.dead_letter(project.id, progress["step"], exc, raw, context_of(message))
+                records.dead_letter(project.id, progress["step"], exc, raw, context)
                 report.dead_lettered += 1
                 continue
             if result is None:
                 report.dropped += 1
             else:
-                normalised.append(_Normalised(message["id"], project, result, raw, context_of(message)))
+                normalised.append(_Normalised(message["id"], project, *result, raw, context))
 
     rows = _step_6_persons(normalised, records)
     # The Redis writes that follow the INSERT, sent together: dedup's confirmation first.
@@ -182,22 +184,24 @@ def _steps_2_to_5(
     progress: dict,
     costs: dict[int, ChainCost],
     suppressed: SuppressionCheck,
-) -> dict | None:
-    """Return the normalised event, or None when it is dropped. `progress` names the step."""
+) -> tuple[uuid_module.UUID, dict] | None:
+    """Return the event's uuid and the normalised event, or None when it is dropped. `progress`
+    names the step."""
     # Step 2: uuid.
-    event_uuid = raw.get("uuid")
-    if event_uuid is None:
-        event_uuid = str(uuid_module.uuid4())
+    sent_uuid = raw.get("uuid")
+    if sent_uuid is None:
+        parsed_uuid = uuid_module.uuid4()
     else:
         try:
-            event_uuid = str(uuid_module.UUID(str(event_uuid)))
+            parsed_uuid = uuid_module.UUID(str(sent_uuid))
         except ValueError:
-            records.warn(project.id, "skipping_event_invalid_uuid", None, {"uuid": str(event_uuid)[:100]})
+            records.warn(project.id, "skipping_event_invalid_uuid", None, {"uuid": str(sent_uuid)[:100]})
             return None
+    event_uuid = str(parsed_uuid)
 
     # Step 3: timestamp.
     progress["step"] = "timestamp"
-    now = parse_iso(message["now"])
+    now = parse_request_time(message["now"])
     timestamp, warnings = resolve_timestamp(raw, now, message.get("sent_at"))
     for type_, details in warnings:
         records.warn(project.id, type_, event_uuid, details)
@@ -259,7 +263,7 @@ def _steps_2_to_5(
         elements_chain = elements_to_chain(properties.pop("$elements"))
     elif isinstance(properties.get("$elements_chain"), str):
         elements_chain = properties.pop("$elements_chain")
-    return {
+    return parsed_uuid, {
         "uuid": event_uuid,
         "event": str(out.get("event"))[:MAX_EVENT_NAME_LENGTH],
         "distinct_id": str(out.get("distinct_id") or raw["distinct_id"])[:200],
@@ -298,7 +302,7 @@ def _step_6_persons(normalised: list[_Normalised], records: BatchRecords) -> lis
                 (
                     item,
                     EventRow(
-                        uuid=uuid_module.UUID(event["uuid"]),
+                        uuid=item.uuid,
                         team_id=project_id,
                         event=event["event"],
                         distinct_id=event["distinct_id"],
@@ -317,7 +321,7 @@ def _step_6_persons(normalised: list[_Normalised], records: BatchRecords) -> lis
 def _step_7_store(
     rows: list[tuple[_Normalised, EventRow]], records: BatchRecords, report: BatchReport, writes: Pipeline
 ) -> None:
-    claims = [dedup.Claim(row.team_id, str(row.uuid), item.message_id) for item, row in rows]
+    claims = [dedup.Claim(row.team_id, item.event["uuid"], item.message_id) for item, row in rows]
     decisions = dedup.claim(claims)
     kept = [(item, row, claim) for (item, row), claim, keep in zip(rows, claims, decisions, strict=True) if keep]
     to_insert = [row for _, row, _ in kept]

@@ -1,6 +1,7 @@
 """Step 3: the event's timestamp, corrected for the sender's clock skew (docs/contracts.md#ingestion-order)."""
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 FUTURE_TOLERANCE = timedelta(hours=23)
 
@@ -23,6 +24,18 @@ def parse_iso(value) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
+def parse_request_time(value) -> datetime | None:
+    """`parse_iso` for a request's `now` and `sent_at`, which are the same for every event the
+    request carries: a string is parsed once, not once per event (the events share the datetime,
+    which is immutable)."""
+    return _parse_text(value) if isinstance(value, str) else parse_iso(value)
+
+
+@lru_cache(maxsize=64)
+def _parse_text(value: str) -> datetime | None:
+    return parse_iso(value)
+
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -37,7 +50,7 @@ def resolve_timestamp(event: dict, now: datetime, sent_at: str | None) -> tuple[
     properties = event.get("properties") or {}
     sent = None
     if sent_at is not None:
-        sent = parse_iso(sent_at)
+        sent = parse_request_time(sent_at)
         if sent is None:
             warnings.append(("ignored_invalid_timestamp", {"field": "sent_at", "value": str(sent_at)[:100]}))
     if properties.get("$ignore_sent_at") is True:

@@ -44,6 +44,18 @@ def test_unparseable_sent_at_is_ignored_with_warning():
     assert [w[0] for w in warnings] == ["ignored_invalid_timestamp"]
 
 
+def test_a_request_time_of_another_type_reads_as_it_would_uncached():
+    """A request's `sent_at` is parsed once for all its events when it is a string; epoch
+    milliseconds still correct the skew, and a value no parse reads is still a warning."""
+    event = {"timestamp": "2024-05-01T05:08:00Z"}
+    ten_past = int(datetime(2024, 5, 1, 5, 10, tzinfo=UTC).timestamp() * 1000)
+    assert resolve_timestamp(event, NOW, ten_past) == resolve_timestamp(event, NOW, "2024-05-01T05:10:00Z")
+    for unreadable in (["2024-05-01T05:10:00Z"], {"at": 1}, True):
+        result, warnings = resolve_timestamp(event, NOW, unreadable)
+        assert iso(result) == "2024-05-01T05:08:00.000Z"
+        assert warnings == [("ignored_invalid_timestamp", {"field": "sent_at", "value": str(unreadable)})]
+
+
 def test_more_than_23h_in_future_is_now_with_warning():
     result, warnings = resolve_timestamp({"timestamp": "2024-05-02T04:00:01Z"}, NOW, None)
     assert result == NOW
