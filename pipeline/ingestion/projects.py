@@ -12,9 +12,12 @@ read of its own per request.
 One caller per process asks the database for a token at a time. When a cached answer expires
 under load, every request of that second would otherwise miss together and each open a
 database connection (one per greenlet under gevent): on the bench that was 30 new PostgreSQL
-backends at once and a 300-500 ms stall of every request, once a minute per web process. The
-others use the expired answer meanwhile (a change to the project would have moved the epoch
-and emptied the cache, so it is only old, not wrong), or, with nothing cached, wait for it.
+backends at once and a 300-500 ms stall of every request, once a minute per web process. An
+expired answer is renewed in the background, and every caller, the one that noticed included,
+is served it meanwhile (a change to the project would have moved the epoch and emptied the
+cache, so it is only old, not wrong): with thousands of projects each sending now and then,
+most answers are found expired, and a request that waited for each renewal cost a database
+connection each. With nothing cached, the callers wait for the one lookup.
 """
 
 import threading
@@ -22,10 +25,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 
+import structlog
+from django.db import connection
+
 from bklog_app.models import Project
 from pipeline import bounded
 from pipeline.ingestion import isolation
 from pipeline.redis import get_redis
+
+logger = structlog.get_logger(__name__)
 
 CACHE_SECONDS = 60.0
 # How long a caller with nothing cached waits for another's lookup before making its own.
@@ -75,13 +83,26 @@ def project_for_token(token: str, *, check_epoch: bool = True) -> ProjectInfo | 
         first = asked is None
         if first:
             asked = _asking[token] = threading.Event()
+    if hit is not None:
+        if first:
+            threading.Thread(target=_refresh, args=(token, asked), name="bklog-token-refresh", daemon=True).start()
+        return hit[1]
     if first:
         return _ask(token, asked)
-    if hit is not None:
-        return hit[1]
     asked.wait(LOOKUP_WAIT_SECONDS)
     hit = _cache.get(token)
     return hit[1] if hit is not None else _look_up(token)  # the other lookup failed or is slow
+
+
+def _refresh(token: str, asked: threading.Event) -> None:
+    """Renew an expired answer off the caller's path, on a database connection of this thread's
+    own (a greenlet's under gevent), closed when done."""
+    try:
+        _ask(token, asked)
+    except Exception as exc:  # the old answer stays; the next caller past it tries again
+        logger.warning("could not refresh a project's cached lookup", error=str(exc))
+    finally:
+        connection.close()
 
 
 def _ask(token: str, asked: threading.Event) -> ProjectInfo | None:

@@ -68,19 +68,37 @@ def test_callers_with_nothing_cached_share_one_lookup(lookups):
     assert answers == [projects.ProjectInfo(*ROW)] * 8
 
 
-def test_an_expired_answer_serves_the_others_while_one_caller_refreshes_it(lookups):
+def test_an_expired_answer_is_served_to_every_caller_while_it_is_renewed_in_the_background(lookups):
     old = projects.ProjectInfo(7, True, 10)
     projects._cache["tok"] = (time.monotonic() - projects.CACHE_SECONDS - 1, old)
-    first, first_answer = _in_threads(1)
+    callers, answers = _in_threads(6)
+    _join(callers)  # none waited for the lookup, the one that started it included
+    assert answers == [old] * 6
     assert lookups.started.wait(5)
-    others, other_answers = _in_threads(5)
-    _join(others)  # they did not wait for the lookup
-    assert other_answers == [old] * 5
     lookups.release.set()
-    _join(first)
-    assert first_answer == [projects.ProjectInfo(*ROW)]
+    wait_for(lambda: projects._cache["tok"][1] == projects.ProjectInfo(*ROW))
     assert lookups.calls == 1
-    assert projects.project_for_token("tok", check_epoch=False) == projects.ProjectInfo(*ROW)
+    assert projects._asking == {}
+
+
+def test_a_failed_renewal_keeps_the_old_answer_and_the_next_caller_tries_again(lookups):
+    lookups.fail_first = True
+    lookups.release.set()
+    old = projects.ProjectInfo(7, True, 10)
+    projects._cache["tok"] = (time.monotonic() - projects.CACHE_SECONDS - 1, old)
+    assert projects.project_for_token("tok", check_epoch=False) == old
+    wait_for(lambda: lookups.calls == 1 and projects._asking == {})
+    assert projects._cache["tok"][1] == old
+    assert projects.project_for_token("tok", check_epoch=False) == old
+    wait_for(lambda: projects._cache["tok"][1] == projects.ProjectInfo(*ROW))
+    assert lookups.calls == 2
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the background renewal did not finish"
+        time.sleep(0.01)
 
 
 def test_when_the_shared_lookup_fails_a_waiting_caller_asks_itself(lookups):
