@@ -30,7 +30,7 @@ from django.db import connection
 
 from bklog_app.models import Project
 from pipeline import bounded
-from pipeline.ingestion import isolation
+from pipeline.ingestion import isolation, token_rows
 from pipeline.redis import get_redis
 
 logger = structlog.get_logger(__name__)
@@ -134,7 +134,7 @@ def _could_be_a_token(token: str) -> bool:
 def _row_for(token: str) -> tuple | None:
     if not _could_be_a_token(token):
         return None
-    return Project.objects.filter(api_token=token).values_list(*_FIELDS).first()
+    return token_rows.row_for(token, _FIELDS)
 
 
 def load_tokens(tokens: Iterable[str]) -> None:
