@@ -9,15 +9,15 @@ The project's ingestion state (pipeline/ingestion/isolation.py) is read with it,
 cached alike: a change of state bumps the same epoch, so capture routes by it without a Redis
 read of its own per request.
 
-One caller per process asks the database for a token at a time. When a cached answer expires
-under load, every request of that second would otherwise miss together and each open a
-database connection (one per greenlet under gevent): on the bench that was 30 new PostgreSQL
-backends at once and a 300-500 ms stall of every request, once a minute per web process. An
-expired answer is renewed in the background, and every caller, the one that noticed included,
-is served it meanwhile (a change to the project would have moved the epoch and emptied the
-cache, so it is only old, not wrong): with thousands of projects each sending now and then,
-most answers are found expired, and a request that waited for each renewal cost a database
-connection each. With nothing cached, the callers wait for the one lookup.
+One caller per process asks for a token at a time, and the database is asked by one thread per
+process for all the tokens waiting, on a connection it keeps (pipeline/ingestion/token_rows.py).
+When a cached answer expires under load, every request of that second would otherwise miss
+together (on the bench, 30 new PostgreSQL backends at once and a 300-500 ms stall of every
+request, once a minute per web process). An expired answer is renewed in the background, and
+every caller, the one that noticed included, is served it meanwhile (a change to the project
+would have moved the epoch and emptied the cache, so it is only old, not wrong): with thousands
+of projects each sending now and then, most answers are found expired. With nothing cached, the
+callers wait for the one lookup.
 """
 
 import threading
@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 
 import structlog
-from django.db import connection
 
 from bklog_app.models import Project
 from pipeline import bounded
@@ -95,14 +94,11 @@ def project_for_token(token: str, *, check_epoch: bool = True) -> ProjectInfo | 
 
 
 def _refresh(token: str, asked: threading.Event) -> None:
-    """Renew an expired answer off the caller's path, on a database connection of this thread's
-    own (a greenlet's under gevent), closed when done."""
+    """Renew an expired answer off the caller's path (a thread; a greenlet under gevent)."""
     try:
         _ask(token, asked)
     except Exception as exc:  # the old answer stays; the next caller past it tries again
         logger.warning("could not refresh a project's cached lookup", error=str(exc))
-    finally:
-        connection.close()
 
 
 def _ask(token: str, asked: threading.Event) -> ProjectInfo | None:
