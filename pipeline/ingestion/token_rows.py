@@ -11,8 +11,10 @@ Here one thread (a greenlet under gevent) asks for every token that callers wait
 query for all that arrived meanwhile, on a connection of its own that stays open. A failed
 query is tried once more on a new connection (PostgreSQL restarted, the connection went stale);
 if that fails too, every caller of the batch gets the error, as a lookup of its own would have
-given it. A caller inside a transaction asks on its own connection instead, so it sees what it
-wrote (and tests that write projects in a transaction see them).
+given it (a lookup not answered within WAIT_SECONDS is an OperationalError too: an outage,
+which capture answers 503 and ingestion retries). A caller inside a transaction asks on its own
+connection instead, so it sees what it wrote (and tests that write projects in a transaction
+see them).
 """
 
 import os
@@ -20,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 
 import structlog
-from django.db import connection
+from django.db import OperationalError, connection
 
 from bklog_app.models import Project
 
@@ -54,7 +56,7 @@ class _Asker:
                 threading.Thread(target=self._run, name="bklog-token-rows", daemon=True).start()
         self._wake.set()
         if not question.answered.wait(WAIT_SECONDS):
-            raise TimeoutError(f"the database did not answer a project lookup within {WAIT_SECONDS:g} s")
+            raise OperationalError(f"the database did not answer a project lookup within {WAIT_SECONDS:g} s")
         if question.error is not None:
             raise question.error
         return question.row
