@@ -24,7 +24,7 @@ worker_class = WORKER_CLASSES.get(_chosen, _chosen)
 # layer), and a thread-local that Django creates before the patch is shared by every greenlet
 # of a worker ("DatabaseWrapper objects created in a thread can only be used in that same
 # thread"). The gevent workers patch again after the fork; a second patch is a no-op.
-if worker_class != "gthread":
+if worker_class in ("bklog_app.web_worker.Worker", "gevent", "gevent_pywsgi", "gevent_wsgi"):
     from gevent import monkey
 
     monkey.patch_all()

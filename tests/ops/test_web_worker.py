@@ -3,7 +3,6 @@ gevent's own server, held to Gunicorn's keep-alive timeout, request limits, work
 trusted-proxy scheme."""
 
 import socket
-import time
 import uuid
 
 import orjson
@@ -53,14 +52,14 @@ def test_the_default_worker_is_bklogs(web):
 
 def test_a_request_line_over_the_limit_is_400_and_the_connection_closed(web):
     answer, closed = exchange(web.port, b"GET /_health?" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 400") and closed
+    assert answer.startswith(b"HTTP/1.1 414") and closed
     answer, _ = exchange(web.port, b"GET /_health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200")
 
 
 def test_a_header_over_the_limit_is_400(web):
     answer, closed = exchange(web.port, b"GET /_health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 400") and closed
+    assert answer.startswith(b"HTTP/1.1 431") and closed
 
 
 def test_too_many_header_fields_are_400(test_database_url):
@@ -68,7 +67,7 @@ def test_too_many_header_fields_are_400(test_database_url):
     try:
         fields = b"".join(b"X-Field-%d: v\r\n" % n for n in range(12))
         answer, closed = exchange(web.port, b"GET /_health HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
-        assert answer.startswith(b"HTTP/1.1 400") and closed
+        assert answer.startswith(b"HTTP/1.1 431") and closed
         answer, _ = exchange(web.port, b"GET /_health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 200")
     finally:
@@ -82,9 +81,7 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_keepalive_timeout(web
         while not answer.endswith(b'{"status": "ok"}'):
             answer += connection.recv(65536)
         assert answer.startswith(b"HTTP/1.1 200")
-        started = time.monotonic()
-        assert connection.recv(65536) == b""  # closed by the server, not by our 10 s timeout
-        assert time.monotonic() - started < 8
+        assert connection.recv(65536) == b""  # closed by the server (our own timeout would raise)
     with socket.create_connection(("127.0.0.1", web.port), timeout=10) as silent:
         assert silent.recv(65536) == b""  # a client that never sends its request line
 
@@ -94,6 +91,7 @@ def test_keep_alive_zero_closes_every_connection_after_its_response(test_databas
     try:
         answer, closed = exchange(web.port, b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 200") and closed
+        assert b"\r\nConnection: close\r\n" in answer  # the client is told
     finally:
         web.stop()
 
@@ -101,8 +99,22 @@ def test_keep_alive_zero_closes_every_connection_after_its_response(test_databas
 def test_the_worker_recycles_after_max_requests_and_no_request_is_lost(test_database_url):
     web = gunicorn(test_database_url, GUNICORN_MAX_REQUESTS="15", GUNICORN_MAX_REQUESTS_JITTER="0")
     try:
-        statuses = [http_get(f"{web.url}/_health", timeout=20)[0] for _ in range(40)]
-        assert statuses == [200] * 40
+        with socket.create_connection(("127.0.0.1", web.port), timeout=10) as connection:
+            for sent in range(1, 16):  # one keep-alive connection (start-up health checks count too)
+                connection.sendall(b"GET /_health HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = b""
+                while not answer.endswith(b'{"status": "ok"}'):
+                    chunk = connection.recv(65536)
+                    assert chunk, f"closed without an answer to request {sent}"
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 200")
+                if b"\r\nConnection: close\r\n" in answer:
+                    break  # the answer that reached the limit says it is the last
+            else:
+                raise AssertionError("15 requests and the worker never said it would close")
+            assert connection.recv(65536) == b""
+        statuses = [http_get(f"{web.url}/_health", timeout=20)[0] for _ in range(25)]
+        assert statuses == [200] * 25
         wait_until(lambda: web.log.read_text().count("Autorestarting worker") >= 2, 20, "two recycles", web.tail)
         assert web.log.read_text().count("Booting worker") >= 3
     finally:
@@ -144,3 +156,23 @@ def test_an_untrusted_peer_cannot_set_the_scheme(test_database_url):
         assert next_page_of_events(web, {"X-Forwarded-Proto": "https"}).startswith("http://bklog.test/")
     finally:
         web.stop()
+
+
+def test_a_head_response_has_no_body(web):
+    answer, _ = exchange(web.port, b"HEAD /_health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200") and body == b""
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        (b"Expect: 200-ok\r\n", b"417"),
+        (b"Content-Length: 2\r\nContent-Length: 3\r\n", b"400"),
+        (b"Host: y\r\n", b"400"),
+        (b"Transfer-Encoding: gzip\r\n", b"501"),
+    ],
+)
+def test_requests_gunicorn_refuses_are_refused(web, headers, status):
+    answer, closed = exchange(web.port, b"POST /e/ HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 " + status) and closed
