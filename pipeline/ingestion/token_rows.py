@@ -19,6 +19,7 @@ see them).
 
 import os
 import threading
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import structlog
@@ -45,20 +46,20 @@ class _Asker:
         self._lock = threading.Lock()
         self._waiting: list[_Question] = []
         self._wake = threading.Event()
-        self._pid: int | None = None  # the process whose thread this is (a fork has none)
+        self._thread: threading.Thread | None = None
 
     def ask(self, token: str) -> tuple | None:
         question = _Question(token)
         with self._lock:
             self._waiting.append(question)
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                threading.Thread(target=self._run, name="bklog-token-rows", daemon=True).start()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="bklog-token-rows", daemon=True)
+                self._thread.start()
         self._wake.set()
         if not question.answered.wait(WAIT_SECONDS):
             raise OperationalError(f"the database did not answer a project lookup within {WAIT_SECONDS:g} s")
         if question.error is not None:
-            raise question.error
+            raise OperationalError(f"project lookup failed: {question.error}") from question.error
         return question.row
 
     def _run(self) -> None:
@@ -71,23 +72,25 @@ class _Asker:
                 self._answer(questions)
 
     def _answer(self, questions: list[_Question]) -> None:
+        """Answer every question, whatever happens: a caller never waits out WAIT_SECONDS for a
+        thread that failed."""
         tokens = sorted({question.token for question in questions})
+        rows: dict[str, tuple] = {}
         error = None
         for _attempt in range(2):
             try:
                 rows = dict(_rows(tokens, self.fields))
+                error = None
                 break
             except Exception as exc:  # every waiting caller gets it
                 error = exc
-                connection.close()  # the next attempt connects anew
-        else:
+                with suppress(Exception):  # a connection too broken to close is dropped all the same
+                    connection.close()  # the next attempt connects anew
+        if error is not None:
             logger.warning("project lookup failed", tokens=len(tokens), error=str(error))
-            for question in questions:
-                question.error = error
-                question.answered.set()
-            return
         for question in questions:
             question.row = rows.get(question.token)
+            question.error = error
             question.answered.set()
 
 
@@ -96,6 +99,7 @@ def _rows(tokens: list[str], fields: tuple[str, ...]) -> list[tuple]:
 
 
 _askers: dict[tuple[str, ...], _Asker] = {}
+os.register_at_fork(after_in_child=_askers.clear)  # a child starts its own thread, with fresh locks
 
 
 def row_for(token: str, fields: tuple[str, ...]) -> tuple | None:
