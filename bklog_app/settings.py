@@ -196,8 +196,8 @@ CAPTURE_MAX_EVENT_BYTES = env.int("CAPTURE_MAX_EVENT_BYTES", default=2 * 1024 * 
 CAPTURE_MAX_BATCH_BYTES = env.int("CAPTURE_MAX_BATCH_BYTES", default=20 * 1024 * 1024)
 # Capture requests of one web process wait up to CAPTURE_LINGER_MS for each other and go to the
 # broker as one message (at most CAPTURE_COALESCE_EVENTS events): pipeline/ingestion/coalesce.py.
-# 3 ms keeps capture p99 near 10 ms; 10 ms costs ingestion about a quarter less CPU per event at
-# 1,000 single-event req/s (docs/performance.md, "The capture linger").
+# 3 ms keeps capture p99 under 10 ms; 10 ms costs ingestion less CPU per event (a quarter less
+# than 4 ms did at 1,000 single-event req/s: docs/performance.md, "The capture linger").
 CAPTURE_LINGER_MS = env.float("CAPTURE_LINGER_MS", default=3.0)
 CAPTURE_COALESCE_EVENTS = env.int("CAPTURE_COALESCE_EVENTS", default=500)
 DATA_UPLOAD_MAX_MEMORY_SIZE = CAPTURE_MAX_BATCH_BYTES + 1024 * 1024
