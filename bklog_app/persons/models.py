@@ -17,7 +17,9 @@ from bklog_app.models import Project
 
 class Person(models.Model):
     uuid = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="persons")
+    # No index of its own: person_project_created starts with the project (the cascade from a
+    # deleted project, the persons list), and every index is written for each new person.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="persons", db_index=False)
     properties = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now, help_text="Timestamp of the person's first event.")
     is_identified = models.BooleanField(default=False)
@@ -31,7 +33,8 @@ class Person(models.Model):
 
 
 class PersonDistinctId(models.Model):
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="person_distinct_ids")
+    # No index of its own: unique_distinct_id_per_project starts with the project.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="person_distinct_ids", db_index=False)
     distinct_id = models.CharField(max_length=400)
     person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="distinct_ids")
 
