@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 from django.conf import settings
 from django.utils import timezone
@@ -339,8 +340,17 @@ def error_record(exc: BaseException, *, method: str, event: Any = None) -> dict:
         "message": f"{method}: {exc}",
         "time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         "traceback": "".join(traceback.format_exception(exc))[-8000:],
-        "event": event,
+        "event": _json_safe(event),
     }
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` as the error's JSON can hold it: what JSON cannot (a set a plugin put in the
+    event, say) as its repr."""
+    try:
+        return orjson.loads(orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS))
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(value)[:8000]
 
 
 def record_failure(

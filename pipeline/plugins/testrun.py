@@ -148,7 +148,7 @@ def dry_run(request: TestRunRequest) -> dict:
             if callable(namespace.get("process_event")):
                 output = _call(namespace["process_event"], (private_copy(source), meta), seconds, "process_event")
                 if output is not None:
-                    check_output(output, source)
+                    check_output(output, source.get("team_id"))
             else:
                 sink.system("INFO", "the plugin has no process_event: the event passes through unchanged")
                 output = source
