@@ -7,7 +7,6 @@ state is restored to what it was before that event and the error is the event's 
 the other events of the batch are unaffected.
 """
 
-import uuid as uuid_module
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID
@@ -21,6 +20,7 @@ from pipeline.persons.properties import (
     merged_properties,
     updates_from,
 )
+from pipeline.persons.uuids import uuid7
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ class BatchState:
         self, distinct_id: str, updates: PropertyUpdates, timestamp: datetime, identified: bool = False
     ) -> WorkingPerson:
         person = WorkingPerson(
-            uuid=uuid_module.uuid4(),
+            uuid=uuid7(),
             properties=initial_properties(updates),
             created_at=timestamp,
             is_identified=identified,
