@@ -15,7 +15,9 @@ import threading
 import time
 import traceback
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -113,7 +115,7 @@ class PluginInstance:
 
 _lock = threading.RLock()
 _projects: dict[int, tuple[float, ProjectPlugins]] = {}
-_instances: dict[int, PluginInstance] = {}
+_instances: OrderedDict[int, PluginInstance] = OrderedDict()  # least recently used first
 _failures: dict[int, int] = {}
 _codes: dict[int, "LoadedCode"] = {}
 _shared_parts: dict[tuple[int, str], tuple] = {}
@@ -250,6 +252,10 @@ def instance_for(snapshot: ConfigSnapshot) -> PluginInstance | None:
     if current is not None and current.snapshot.version == snapshot.version and not current.torn_down:
         if current.snapshot is not snapshot:
             current.snapshot = snapshot  # the newer, equal snapshot: the older can be freed
+        if settings.PLUGIN_MAX_LIVE_INSTANCES > 0:
+            # No lock (a teardown on the reload thread may hold it); KeyError: torn down meanwhile.
+            with suppress(KeyError):
+                _instances.move_to_end(snapshot.id)
         return current
     with _lock:
         current = _instances.get(snapshot.id)
@@ -260,7 +266,16 @@ def instance_for(snapshot: ConfigSnapshot) -> PluginInstance | None:
         instance = _create(snapshot)
         if instance is not None:
             _instances[snapshot.id] = instance
+            _evict_beyond(settings.PLUGIN_MAX_LIVE_INSTANCES)
         return instance
+
+
+def _evict_beyond(limit: int) -> None:
+    """Tear down the least recently used instances past `limit` (0: no limit). An evicted config
+    is set up again on its next use, as after a reload."""
+    while 0 < limit < len(_instances):
+        _, oldest = _instances.popitem(last=False)
+        _teardown(oldest)
 
 
 def _create(snapshot: ConfigSnapshot) -> PluginInstance | None:

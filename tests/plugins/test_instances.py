@@ -11,6 +11,7 @@ from django.utils import timezone
 from bklog_app.plugins.models import Plugin, PluginConfig, PluginSourceFile
 from pipeline.plugins import registry
 from pipeline.plugins.loader import code_for, code_from_folder, inspect_code, local_folder
+from pipeline.plugins.meta import Cache
 from tests.factories import make_project
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -148,3 +149,34 @@ def test_an_updated_builtin_is_executed_again_for_its_configs(project):
     assert first.torn_down and again is not first
     assert again.namespace is not first.namespace
     assert instance(plugin).namespace is again.namespace
+
+
+def test_past_the_bound_the_least_recently_used_instance_is_torn_down_and_set_up_again(project, local_plugin, settings):
+    settings.PLUGIN_MAX_LIVE_INSTANCES = 2
+    plugin = local(
+        local_plugin,
+        """
+        def setup_plugin(meta):
+            meta.cache.incr("setups")
+
+        def teardown_plugin(meta):
+            meta.cache.incr("teardowns")
+
+        def process_event(event, meta):
+            return event
+        """,
+        project.organization,
+    )
+    a, b, c = (instance(plugin, project=p) for p in (project, make_project(project.organization), None))
+    assert [x.torn_down for x in (a, b, c)] == [True, False, False]
+    assert registry.instance_for(b.snapshot) is b  # b is now the most recently used, c the least
+    again = registry.instance_for(a.snapshot)
+    assert again is not a and not again.torn_down
+    assert c.torn_down and not b.torn_down
+    assert len(registry.loaded_instances()) == 2
+
+    def counts(x):
+        cache = Cache(plugin.pk, x.snapshot.project_id)
+        return cache.get("setups"), cache.get("teardowns")
+
+    assert [counts(x) for x in (a, b, c)] == [(2, 1), (1, None), (1, 1)]
