@@ -255,6 +255,9 @@ GEOIP_DATABASE_PATH = env.str("GEOIP_DATABASE_PATH", default="")
 # A config whose calls fail this many times in a row is disabled, with the reason.
 PLUGIN_AUTO_DISABLE_AFTER_FAILURES = env.int("PLUGIN_AUTO_DISABLE_AFTER_FAILURES", default=100)
 PLUGIN_CHAIN_CACHE_SECONDS = env.float("PLUGIN_CHAIN_CACHE_SECONDS", default=60.0)
+# Live plugin instances a process keeps (about 1 KB each); past it the least recently used is
+# torn down and set up again on its next use (0: no limit). docs/operations.md#capacity-planning
+PLUGIN_MAX_LIVE_INSTANCES = env.int("PLUGIN_MAX_LIVE_INSTANCES", default=50_000)
 PLUGIN_JOB_POLL_SECONDS = env.int("PLUGIN_JOB_POLL_SECONDS", default=5)
 # Work due within this many seconds is handed to Celery with a countdown; later work waits in
 # the database for the poller (Redis redelivers long-ETA messages after its visibility timeout).

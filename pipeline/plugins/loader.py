@@ -4,7 +4,9 @@
 - `local`: a folder under PLUGINS_DIR, put there by an operator (trusted, imported as Python).
 - `source`: plugin.json and plugin.py stored in the database, run under RestrictedPython.
 
-Every load executes the module anew, so two configs of one plugin never share module state.
+Every `execute` runs the module anew. The registry executes a local or source plugin once per
+config, so two configs of one never share module state; a built-in once per plugin version, shared
+by its configs (built-ins keep no module state: tests/plugins/test_builtin_modules.py).
 """
 
 import importlib.util

@@ -45,7 +45,7 @@ class LogLine:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class LogSink:
     plugin_config_id: int | None
     project_id: int

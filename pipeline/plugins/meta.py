@@ -5,6 +5,7 @@ writes nothing anywhere (storage and cache changes stay in memory, jobs are only
 """
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -295,6 +296,27 @@ class Logger:
 
 
 class Meta:
+    """One config's `meta`. Slotted, and `storage`, `cache`, `jobs`, `geoip` and `logger` are
+    made on first use: a worker holds one per config it has run, most of which never touch them."""
+
+    __slots__ = (
+        "_cache",
+        "_geoip",
+        "_job_names",
+        "_jobs",
+        "_logger",
+        "_sink",
+        "_storage",
+        "attachments",
+        "config",
+        "dry_run",
+        "instance_id",
+        "plugin_config_id",
+        "plugin_id",
+        "project_id",
+        "state",
+    )
+
     def __init__(
         self,
         *,
@@ -303,8 +325,8 @@ class Meta:
         project_id: int,
         instance_id: str,
         config: dict,
-        attachments: dict,
-        job_names: list[str],
+        attachments: Mapping[str, dict],
+        job_names: Sequence[str],
         sink: LogSink,
         dry_run: bool = False,
     ):
@@ -314,10 +336,38 @@ class Meta:
         self.instance_id = instance_id
         self.config = config
         self.state: dict = {}
-        self.storage = DryRunStorage(plugin_config_id) if dry_run else Storage(plugin_config_id)
-        self.cache = DryRunCache() if dry_run else Cache(plugin_id, project_id)
         self.attachments = attachments
-        self.jobs = Jobs(plugin_config_id, job_names, sink, dry_run=dry_run)
-        self.geoip = GeoIP()
-        self.logger = Logger(sink)
         self.dry_run = dry_run
+        self._job_names = job_names
+        self._sink = sink
+        self._storage = self._cache = self._jobs = self._geoip = self._logger = None
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            self._storage = DryRunStorage(self.plugin_config_id) if self.dry_run else Storage(self.plugin_config_id)
+        return self._storage
+
+    @property
+    def cache(self) -> Cache | DryRunCache:
+        if self._cache is None:
+            self._cache = DryRunCache() if self.dry_run else Cache(self.plugin_id, self.project_id)
+        return self._cache
+
+    @property
+    def jobs(self) -> Jobs:
+        if self._jobs is None:
+            self._jobs = Jobs(self.plugin_config_id, self._job_names, self._sink, dry_run=self.dry_run)
+        return self._jobs
+
+    @property
+    def geoip(self) -> GeoIP:
+        if self._geoip is None:
+            self._geoip = GeoIP()
+        return self._geoip
+
+    @property
+    def logger(self) -> Logger:
+        if self._logger is None:
+            self._logger = Logger(self._sink)
+        return self._logger

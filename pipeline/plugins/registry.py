@@ -15,9 +15,12 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -32,7 +35,7 @@ from pipeline.plugins import reload
 from pipeline.plugins.api import RetryError
 from pipeline.plugins.config import ExportSettings, export_settings
 from pipeline.plugins.limits import call_within_limits
-from pipeline.plugins.loader import PluginLoadError, code_for, execute
+from pipeline.plugins.loader import PluginCode, PluginLoadError, code_for, execute
 from pipeline.plugins.logs import LogSink, capturing
 from pipeline.plugins.meta import Meta
 
@@ -42,7 +45,7 @@ SETUP_ATTEMPTS = 5
 SETUP_RETRY_DELAYS = (0.5, 1, 2, 4)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConfigSnapshot:
     """An enabled plugin config as the runtime needs it, without holding model objects."""
 
@@ -53,7 +56,7 @@ class ConfigSnapshot:
     methods: frozenset[str]
     jobs: tuple[str, ...]
     scheduled_tasks: frozenset[str]
-    config: dict
+    config: Mapping[str, Any]  # read-only, shared by the snapshots of equal configs of one plugin
     version: tuple[str, str]
 
     @property
@@ -77,17 +80,23 @@ class ProjectPlugins:
 
 
 NO_PLUGINS = ProjectPlugins()
+NO_ATTACHMENTS: Mapping[str, dict] = MappingProxyType({})  # `meta.attachments` of a plugin that takes none
 
 
-@dataclass
+@dataclass(slots=True)
 class PluginInstance:
+    """A config set up in this process. A built-in's `namespace` is its plugin's, shared by every
+    config of that plugin version; a local or source plugin's is the config's own."""
+
     snapshot: ConfigSnapshot
     namespace: dict[str, Any]
     meta: Meta
     sink: LogSink
-    instance_id: str
     torn_down: bool = False
-    extra: dict = field(default_factory=dict)
+
+    @property
+    def instance_id(self) -> str:
+        return self.meta.instance_id
 
     def has(self, name: str) -> bool:
         return callable(self.namespace.get(name))
@@ -106,8 +115,11 @@ class PluginInstance:
 
 _lock = threading.RLock()
 _projects: dict[int, tuple[float, ProjectPlugins]] = {}
-_instances: dict[int, PluginInstance] = {}
+_instances: OrderedDict[int, PluginInstance] = OrderedDict()  # least recently used first
 _failures: dict[int, int] = {}
+_codes: dict[int, "LoadedCode"] = {}
+_shared_parts: dict[tuple[int, str], tuple] = {}
+_configs: dict[tuple[int, bytes], Mapping[str, Any]] = {}
 
 
 # --- project caches --------------------------------------------------------------------
@@ -162,18 +174,49 @@ def _project_of(rows) -> ProjectPlugins:
 
 
 def _snapshot(row) -> ConfigSnapshot:
-    capabilities = row.plugin.capabilities or {}
+    name, methods, jobs, scheduled_tasks, plugin_version = _plugin_parts(row.plugin)
     return ConfigSnapshot(
         id=row.id,
         project_id=row.project_id,
         plugin_id=row.plugin_id,
-        plugin_name=row.plugin.name,
-        methods=frozenset(capabilities.get("methods") or ()),
-        jobs=tuple(capabilities.get("jobs") or ()),
-        scheduled_tasks=frozenset(capabilities.get("scheduled_tasks") or ()),
-        config=dict(row.config or {}),
-        version=(row.updated_at.isoformat(), row.plugin.updated_at.isoformat()),
+        plugin_name=name,
+        methods=methods,
+        jobs=jobs,
+        scheduled_tasks=scheduled_tasks,
+        config=_shared_config(row.plugin_id, row.config or {}),
+        version=(row.updated_at.isoformat(), plugin_version),
     )
+
+
+def _shared_config(plugin_id: int, config: dict) -> Mapping[str, Any]:
+    """One read-only mapping for equal configs of a plugin (thousands of projects with a built-in
+    mostly keep its defaults). The table restarts with the project caches, on every reload."""
+    try:
+        key = (plugin_id, orjson.dumps(config, option=orjson.OPT_SORT_KEYS))
+    except TypeError:
+        return MappingProxyType(dict(config))
+    shared = _configs.get(key)
+    if shared is None:
+        shared = _configs[key] = MappingProxyType(dict(config))
+    return shared
+
+
+def _plugin_parts(plugin: Plugin) -> tuple:
+    """What the snapshots of one plugin version have in common, made once and shared by them all
+    (thousands of configs of a built-in would otherwise hold thousands of equal copies)."""
+    version = plugin.updated_at.isoformat()
+    parts = _shared_parts.get((plugin.pk, version))
+    if parts is None:
+        capabilities = plugin.capabilities or {}
+        parts = (
+            plugin.name,
+            frozenset(capabilities.get("methods") or ()),
+            tuple(capabilities.get("jobs") or ()),
+            frozenset(capabilities.get("scheduled_tasks") or ()),
+            version,
+        )
+        _shared_parts[(plugin.pk, version)] = parts
+    return parts
 
 
 def config_snapshot(plugin_config_id: int, *, enabled_only: bool = True) -> ConfigSnapshot | None:
@@ -188,10 +231,31 @@ def config_snapshot(plugin_config_id: int, *, enabled_only: bool = True) -> Conf
 # --- instances ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class LoadedCode:
+    """A plugin's code as of one version of its row, kept in the process for its next configs.
+
+    `shared` is a built-in's executed module: built-ins are ours, keep no module state (a test
+    holds every one to that) and keep per-config state in `meta`, so one namespace serves every
+    config. Local and source plugins are executed once per config: their module state is the
+    config's own (see loader.py)."""
+
+    version: str
+    code: PluginCode
+    shared: dict[str, Any] | None
+    has_attachments: bool
+
+
 def instance_for(snapshot: ConfigSnapshot) -> PluginInstance | None:
     """The live instance of this config version, set up on first use; None if setup failed."""
     current = _instances.get(snapshot.id)
     if current is not None and current.snapshot.version == snapshot.version and not current.torn_down:
+        if current.snapshot is not snapshot:
+            current.snapshot = snapshot  # the newer, equal snapshot: the older can be freed
+        if settings.PLUGIN_MAX_LIVE_INSTANCES > 0:
+            # No lock (a teardown on the reload thread may hold it); KeyError: torn down meanwhile.
+            with suppress(KeyError):
+                _instances.move_to_end(snapshot.id)
         return current
     with _lock:
         current = _instances.get(snapshot.id)
@@ -202,36 +266,50 @@ def instance_for(snapshot: ConfigSnapshot) -> PluginInstance | None:
         instance = _create(snapshot)
         if instance is not None:
             _instances[snapshot.id] = instance
+            _evict_beyond(settings.PLUGIN_MAX_LIVE_INSTANCES)
         return instance
+
+
+def _evict_beyond(limit: int) -> None:
+    """Tear down the least recently used instances past `limit` (0: no limit). An evicted config
+    is set up again on its next use, as after a reload."""
+    while 0 < limit < len(_instances):
+        _, oldest = _instances.popitem(last=False)
+        _teardown(oldest)
 
 
 def _create(snapshot: ConfigSnapshot) -> PluginInstance | None:
     instance_id = uuid.uuid4().hex
     sink = LogSink(snapshot.id, snapshot.project_id, instance_id)
     try:
-        plugin = Plugin.objects.prefetch_related("source_files").get(pk=snapshot.plugin_id)
-        namespace = execute(code_for(plugin))
+        loaded = _code_of(snapshot)
+        namespace = loaded.shared if loaded.shared is not None else execute(loaded.code)
     except Exception as exc:
         if is_outage(exc):
             raise
         reason = str(exc) if isinstance(exc, PluginLoadError) else f"{type(exc).__name__}: {exc}"
         disable_config(snapshot, f"the plugin could not be loaded: {reason}", exc, sink)
         return None
-    attachments = {
-        a.key: {"file_name": a.file_name, "content_type": a.content_type, "contents": bytes(a.contents)}
-        for a in PluginAttachment.objects.filter(plugin_config_id=snapshot.id)
-    }
+    attachments = (
+        {
+            a.key: {"file_name": a.file_name, "content_type": a.content_type, "contents": bytes(a.contents)}
+            for a in PluginAttachment.objects.filter(plugin_config_id=snapshot.id)
+        }
+        if loaded.has_attachments
+        else NO_ATTACHMENTS
+    )
     meta = Meta(
         plugin_id=snapshot.plugin_id,
         plugin_config_id=snapshot.id,
         project_id=snapshot.project_id,
         instance_id=instance_id,
-        config=dict(snapshot.config),
+        # A built-in reads the shared, read-only config; a plugin of others gets its own copy.
+        config=snapshot.config if loaded.shared is not None else dict(snapshot.config),
         attachments=attachments,
-        job_names=list(snapshot.jobs) or _job_names(namespace),
+        job_names=snapshot.jobs or _job_names(namespace),
         sink=sink,
     )
-    instance = PluginInstance(snapshot, namespace, meta, sink, instance_id)
+    instance = PluginInstance(snapshot, namespace, meta, sink)
     if not run_setup(instance):
         return None
     sink.system("DEBUG", f"plugin instance {instance_id} set up in process {os.getpid()}")
@@ -239,9 +317,30 @@ def _create(snapshot: ConfigSnapshot) -> PluginInstance | None:
     return instance
 
 
-def _job_names(namespace: dict) -> list[str]:
+def _code_of(snapshot: ConfigSnapshot) -> LoadedCode:
+    """The plugin's code at the snapshot's plugin version: from this process's cache, or read
+    (one query, two for a source plugin) when the version is new here. Code is cached under the
+    version of the row it was read from, so a config of a changed plugin never gets the old code."""
+    loaded = _codes.get(snapshot.plugin_id)
+    if loaded is not None and loaded.version == snapshot.version[1]:
+        return loaded
+    plugin = Plugin.objects.get(pk=snapshot.plugin_id)
+    code = code_for(plugin)
+    loaded = LoadedCode(
+        version=plugin.updated_at.isoformat(),
+        code=code,
+        shared=execute(code) if code.source_type == "builtin" else None,
+        has_attachments=any(
+            isinstance(field, dict) and field.get("type") == "attachment" for field in code.manifest.get("config") or ()
+        ),
+    )
+    _codes[snapshot.plugin_id] = loaded
+    return loaded
+
+
+def _job_names(namespace: dict) -> tuple[str, ...]:
     jobs = namespace.get("jobs")
-    return [k for k, v in jobs.items() if callable(v)] if isinstance(jobs, dict) else []
+    return tuple(k for k, v in jobs.items() if callable(v)) if isinstance(jobs, dict) else ()
 
 
 def run_setup(instance: PluginInstance, *, delays: tuple[float, ...] = SETUP_RETRY_DELAYS) -> bool:
@@ -300,8 +399,18 @@ def _retire_if_changed(snapshot: ConfigSnapshot) -> None:
 
 
 def forget(*, plugin_config_id: int | None = None, plugin_id: int | None = None, everything: bool = False) -> None:
-    """Drop cached projects and tear down the instances that a reload names."""
+    """Drop cached projects and tear down the instances that a reload names (and, for a plugin,
+    its cached code: a reload without a new version still loads the code anew)."""
     _projects.clear()
+    _configs.clear()
+    if everything:
+        _codes.clear()
+        _shared_parts.clear()
+    elif plugin_id is not None:
+        _codes.pop(plugin_id, None)
+        for key in list(_shared_parts):  # a copy: the task thread may add to it meanwhile
+            if key[0] == plugin_id:
+                _shared_parts.pop(key, None)
     for instance in list(_instances.values()):
         if (
             everything

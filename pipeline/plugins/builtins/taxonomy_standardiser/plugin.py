@@ -1,6 +1,7 @@
 """Standardise event names: "Signed Up", "signed-up", "signedUp" all become one form."""
 
 import re
+from types import MappingProxyType
 
 _BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|[^A-Za-z0-9]+")
 
@@ -9,13 +10,15 @@ def words(name):
     return [word.lower() for word in _BOUNDARY.split(name) if word]
 
 
-CONVENTIONS = {
-    "camelCase": lambda w: w[0] + "".join(x.capitalize() for x in w[1:]),
-    "PascalCase": lambda w: "".join(x.capitalize() for x in w),
-    "snake_case": lambda w: "_".join(w),
-    "kebab-case": lambda w: "-".join(w),
-    "spaces in between": lambda w: " ".join(w),
-}
+CONVENTIONS = MappingProxyType(
+    {
+        "camelCase": lambda w: w[0] + "".join(x.capitalize() for x in w[1:]),
+        "PascalCase": lambda w: "".join(x.capitalize() for x in w),
+        "snake_case": lambda w: "_".join(w),
+        "kebab-case": lambda w: "-".join(w),
+        "spaces in between": lambda w: " ".join(w),
+    }
+)
 
 
 def standardise(name, convention):
