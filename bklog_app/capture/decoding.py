@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
-from uuid import UUID
 
 import orjson
 
 from bklog_app.capture.errors import CaptureError, invalid_payload, no_data, payload_too_large
 from bklog_app.capture.lzstring import LZStringError, decompress_from_base64
+from pipeline.ingestion.message import canonical_uuid
 
 GZIP_MAGIC = b"\x1f\x8b"
 RAW_BODY_CONTENT_TYPES = {"", "text/plain", "application/json"}
@@ -245,7 +245,7 @@ def check_events(raw_events: list[dict], force_event: str | None) -> tuple[list[
         event["distinct_id"] = _distinct_id(event, properties, index)
         if event.get("uuid") is not None:
             try:
-                event["uuid"] = str(UUID(str(event["uuid"])))
+                event["uuid"] = canonical_uuid(event["uuid"])
             except ValueError:
                 raise invalid_payload(
                     f"Event {index}: 'uuid' is not a valid UUID: {str(event['uuid'])[:64]!r}.",

@@ -28,7 +28,7 @@ from pipeline.governance.ingestion import apply_tracking_plan, load_plans, recor
 from pipeline.ingestion import dedup
 from pipeline.ingestion.elements import elements_to_chain
 from pipeline.ingestion.isolation import ChainCost
-from pipeline.ingestion.message import ReceivedRequest, context_of
+from pipeline.ingestion.message import ReceivedRequest, canonical_uuid, context_of
 from pipeline.ingestion.projects import ProjectInfo, load_tokens, project_by_id, project_for_token
 from pipeline.ingestion.records import BatchRecords
 from pipeline.ingestion.status import record_ingested
@@ -191,13 +191,14 @@ def _steps_2_to_5(
     sent_uuid = raw.get("uuid")
     if sent_uuid is None:
         parsed_uuid = uuid_module.uuid4()
+        event_uuid = str(parsed_uuid)
     else:
         try:
-            parsed_uuid = uuid_module.UUID(str(sent_uuid))
+            event_uuid = canonical_uuid(sent_uuid)
         except ValueError:
             records.warn(project.id, "skipping_event_invalid_uuid", None, {"uuid": str(sent_uuid)[:100]})
             return None
-    event_uuid = str(parsed_uuid)
+        parsed_uuid = uuid_module.UUID(event_uuid)
 
     # Step 3: timestamp.
     progress["step"] = "timestamp"
