@@ -8,6 +8,11 @@ at most once per GOVERNANCE_LAST_SEEN_SECONDS per process, one UPDATE per projec
 per-day Redis hashes (`<prefix>:<project>:<YYYYMMDD>`: event name -> count), incremented once per
 batch per name in one pipeline, kept VOLUME_DAYS + 1 days; the 30-day volume adds 30 of them.
 
+What a process remembers stays small with many projects: the names recorded for a project, or
+for one of its events, are one frozenset, and equal frozensets (projects sending one SDK's
+properties) are one object. Past CACHE_LIMIT entries the oldest are forgotten
+(pipeline/bounded.py); a forgotten name costs one `bulk_create` that finds it written.
+
 A property's type is inferred from the first value ingestion sees that is not null, and kept
 (as PostHog does): String, Numeric, Boolean, DateTime (an ISO 8601 date or date-time string),
 Object or Array.
@@ -23,18 +28,20 @@ from django.utils import timezone
 from redis.client import Pipeline
 
 from bklog_app.governance.models import EventDefinition, EventProperty, PropertyDefinition, PropertyType
+from pipeline import bounded
 from pipeline.redis import get_redis
 from pipeline.storage.events import EventRow
 
 VOLUME_KEY = "bklog:governance:volume"
 VOLUME_DAYS = 30
-CACHE_LIMIT = 200_000
+CACHE_LIMIT = 50_000  # (project, event) pairs, and projects, per process
 CHUNK = 500
 MAX_NAME_LENGTH = 400  # longer names (and names with NUL, which PostgreSQL refuses) get no definition
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?\Z")
 
-_known: dict[tuple[int, str], set[str]] = {}  # (project, event) -> property keys recorded for it
-_known_properties: set[tuple[int, str]] = set()
+_known: dict[tuple[int, str], frozenset[str]] = {}  # (project, event) -> property keys recorded for it
+_known_properties: dict[int, frozenset[str]] = {}  # project -> property names with a definition
+_shared: dict[frozenset[str], frozenset[str]] = {}  # one object for each distinct set of names
 _pending_seen: dict[int, tuple[set[str], set[str]]] = {}  # project -> (event names, property keys)
 _last_seen_written = [time.monotonic()]
 
@@ -123,7 +130,7 @@ def _volume_key(project_id: int, day: datetime) -> str:
 
 def _record_new(seen: dict[tuple[int, str], set[str]], rows: list[EventRow]) -> None:
     new_events = [key for key in seen if key not in _known and _recordable(key[1])]
-    new_pairs = {key: keys - _known.get(key, set()) for key, keys in seen.items()}
+    new_pairs = {key: keys - _known.get(key, _NONE) for key, keys in seen.items()}
     new_pairs = {key: keys for key, keys in new_pairs.items() if keys}
     if not new_events and not new_pairs:
         return
@@ -131,10 +138,13 @@ def _record_new(seen: dict[tuple[int, str], set[str]], rows: list[EventRow]) -> 
         (p, name)
         for (p, _), keys in new_pairs.items()
         for name in keys
-        if (p, name) not in _known_properties and _recordable(name)
+        if name not in _known_properties.get(p, _NONE) and _recordable(name)
     }
     types = _types_of(untyped, rows)
-    typed = _known_properties | types.keys()
+
+    def typed(project_id: int, name: str) -> bool:
+        return (project_id, name) in types or name in _known_properties.get(project_id, _NONE)
+
     now = timezone.now()
     EventDefinition.objects.bulk_create(
         [EventDefinition(project_id=p, name=name, created_at=now, last_seen_at=now) for p, name in new_events],
@@ -155,19 +165,37 @@ def _record_new(seen: dict[tuple[int, str], set[str]], rows: list[EventRow]) -> 
             for (p, event), keys in new_pairs.items()
             if _recordable(event)
             for name in keys
-            if (p, name) in typed
+            if typed(p, name)
         ],
         batch_size=CHUNK,
         ignore_conflicts=True,
     )
-    if len(_known) > CACHE_LIMIT or len(_known_properties) > CACHE_LIMIT:
-        _known.clear()
-        _known_properties.clear()
     for key in new_events:
-        _known.setdefault(key, set())
+        _remember(_known, key, _NONE)
     for (project_id, event), keys in new_pairs.items():
-        _known.setdefault((project_id, event), set()).update(name for name in keys if (project_id, name) in typed)
-    _known_properties.update(types)
+        _remember(_known, (project_id, event), {name for name in keys if typed(project_id, name)})
+    by_project: dict[int, set[str]] = {}
+    for project_id, name in types:
+        by_project.setdefault(project_id, set()).add(name)
+    for project_id, names in by_project.items():
+        _remember(_known_properties, project_id, names)
+    bounded.trim(_known, CACHE_LIMIT)
+    bounded.trim(_known_properties, CACHE_LIMIT)
+
+
+_NONE: frozenset[str] = frozenset()
+
+
+def _remember(cache: dict, key, names) -> None:
+    """Add `names` to what `cache` holds for `key`, as the shared frozenset of the union (the
+    entry re-inserted: the newest, the last to be trimmed)."""
+    union = cache.pop(key, _NONE) | names
+    shared = _shared.get(union)
+    if shared is None:
+        if len(_shared) > CACHE_LIMIT:
+            _shared.clear()  # only sharing is lost: the entries keep their sets
+        shared = _shared[union] = union
+    cache[key] = shared
 
 
 def _recordable(name: str) -> bool:
