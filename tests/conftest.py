@@ -200,6 +200,16 @@ def static_files() -> Path:
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, and before its teardown drops the test database, the project lookup
+    threads' kept connections closed (pipeline/ingestion/token_rows.py)."""
+    yield
+    from pipeline.ingestion import token_rows
+
+    token_rows.close_all()
+
+
+@pytest.fixture(scope="session")
 def test_database_url(django_db_setup) -> str:
     """The URL of the database the tests use, for processes started outside pytest."""
     from django.db import connection

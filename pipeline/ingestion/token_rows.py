@@ -47,6 +47,7 @@ class _Asker:
         self._waiting: list[_Question] = []
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closing = False
 
     def ask(self, token: str) -> tuple | None:
         question = _Question(token)
@@ -70,6 +71,18 @@ class _Asker:
                 questions, self._waiting = self._waiting, []
             if questions:
                 self._answer(questions)
+            if self._closing:
+                connection.close()
+                return
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Answer what waits, close the kept connection and end the thread."""
+        with self._lock:
+            self._closing = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout)
 
     def _answer(self, questions: list[_Question]) -> None:
         """Answer every question, whatever happens: a caller never waits out WAIT_SECONDS for a
@@ -100,6 +113,14 @@ def _rows(tokens: list[str], fields: tuple[str, ...]) -> list[tuple]:
 
 _askers: dict[tuple[str, ...], _Asker] = {}
 os.register_at_fork(after_in_child=_askers.clear)  # a child starts its own thread, with fresh locks
+
+
+def close_all() -> None:
+    """End this process's lookup threads and close their connections (a test database's
+    teardown needs no session left on it); the next lookup starts a thread anew."""
+    while _askers:
+        _fields, asker = _askers.popitem()
+        asker.close()
 
 
 def row_for(token: str, fields: tuple[str, ...]) -> tuple | None:

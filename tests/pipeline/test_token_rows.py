@@ -2,9 +2,10 @@
 callers miss, all that wait in one query, on a connection it keeps."""
 
 import threading
+import time
 
 import pytest
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connection, transaction
 
 from pipeline.ingestion import token_rows
 from tests.factories import make_project
@@ -58,6 +59,21 @@ def test_a_lookup_after_the_askers_connection_broke_is_answered(monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_lookup_after_postgresql_ended_the_askers_session_is_answered():
+    if connection.vendor != "postgresql":
+        pytest.skip("a server session to end is PostgreSQL's")
+    project = make_project()
+    assert token_rows.row_for(project.api_token, FIELDS) == (project.id, False)
+    with connection.cursor() as cursor:  # the asker's kept session is the only other one
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        assert cursor.fetchall(), "no other session to end"
+    assert token_rows.row_for(project.api_token, FIELDS) == (project.id, False)  # tried again on a new one
+
+
+@pytest.mark.django_db(transaction=True)
 def test_when_the_database_stays_down_every_waiting_caller_gets_the_error(monkeypatch):
     def down(tokens, fields):
         raise ConnectionError("connection refused")
@@ -77,4 +93,28 @@ def test_a_lookup_thread_that_died_is_replaced(monkeypatch):
         patch.setattr(token_rows, "WAIT_SECONDS", 0.5)
         token_rows.row_for(project.api_token, FIELDS)
     monkeypatch.undo()
+    assert token_rows.row_for(project.api_token, FIELDS) == (project.id, False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_closing_ends_the_askers_session_and_the_next_lookup_starts_anew():
+    project = make_project()
+    assert token_rows.row_for(project.api_token, FIELDS) == (project.id, False)
+
+    token_rows.close_all()
+
+    assert not any(thread.name == "bklog-token-rows" and thread.is_alive() for thread in threading.enumerate())
+    if connection.vendor == "postgresql":
+        others = None
+        for _ in range(50):  # a backend leaves pg_stat_activity once it has seen its client go
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                )
+                (others,) = cursor.fetchone()
+            if others == 0:
+                break
+            time.sleep(0.05)
+        assert others == 0
     assert token_rows.row_for(project.api_token, FIELDS) == (project.id, False)
