@@ -252,7 +252,7 @@ def instance_for(snapshot: ConfigSnapshot) -> PluginInstance | None:
     if current is not None and current.snapshot.version == snapshot.version and not current.torn_down:
         if current.snapshot is not snapshot:
             current.snapshot = snapshot  # the newer, equal snapshot: the older can be freed
-        if settings.PLUGIN_MAX_LIVE_INSTANCES > 0:
+        if hot_settings.get("PLUGIN_MAX_LIVE_INSTANCES") > 0:
             # No lock (a teardown on the reload thread may hold it); KeyError: torn down meanwhile.
             with suppress(KeyError):
                 _instances.move_to_end(snapshot.id)
@@ -266,7 +266,7 @@ def instance_for(snapshot: ConfigSnapshot) -> PluginInstance | None:
         instance = _create(snapshot)
         if instance is not None:
             _instances[snapshot.id] = instance
-            _evict_beyond(settings.PLUGIN_MAX_LIVE_INSTANCES)
+            _evict_beyond(hot_settings.get("PLUGIN_MAX_LIVE_INSTANCES"))
         return instance
 
 
