@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import connections
 
 from bklog_app.unacked_refresh import UnackedRefresh
+from pipeline.broker import transport_for
 from pipeline.celery_tasks import settle_database_connections
 from pipeline.exports.beat import export_beat_entries
 from pipeline.ingestion.beat import ingestion_beat_entries
@@ -67,6 +68,8 @@ serialization.register("json", kombu_json.dumps, _json_loads, content_type="appl
 def _config() -> dict:
     return {
         "broker_url": settings.CELERY_BROKER_URL,
+        # kombu's Redis transport with cheaper acknowledgements (pipeline/broker.py says how).
+        "broker_transport": transport_for(settings.CELERY_BROKER_URL),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             # Workers score the messages they hold afresh (bklog_app/unacked_refresh.py), so

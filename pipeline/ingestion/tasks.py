@@ -104,7 +104,7 @@ class AckWhenStored(Batches):
 
         def on_message(message, body, ack, reject, callbacks, **kwargs) -> None:
             packed, events = pack(message)
-            self._buffer.put(Buffered(packed, ack, reject))
+            self._buffer.put(Buffered(packed, message, ack, reject))
             if self._tref is None:  # the first message starts the flush timer
                 self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
             if self._linger_tref is None and not self._lingered:  # ...and its linger
@@ -141,7 +141,7 @@ class AckWhenStored(Batches):
         packed = ([request.packed for request in requests],)
 
         def settle(ack: bool) -> None:
-            for request in requests:
+            for request in acknowledge_in_bulk(requests) if ack else requests:
                 try:
                     if ack:
                         request.acknowledge()
@@ -182,11 +182,12 @@ class Buffered:
     (`eta`), and the acknowledgement and requeue Celery's request would make. Any failure to
     settle, not only a lost connection, is logged to SETTLE_LOG (pipeline/unsettled.py says why)."""
 
-    __slots__ = ("_ack", "_reject", "packed", "settled")
+    __slots__ = ("_ack", "_reject", "message", "packed", "settled")
     eta = None  # capture sets no ETA: every buffered message is ready
 
-    def __init__(self, packed: PackedRequest, ack, reject) -> None:
+    def __init__(self, packed: PackedRequest, message, ack, reject) -> None:
         self.packed = packed
+        self.message = message  # kombu's
         self._ack = ack
         self._reject = reject
         self.settled = False
@@ -204,6 +205,32 @@ class Buffered:
         if not self.settled:
             self.settled = True
             self._reject(SETTLE_LOG, SETTLE_ERRORS, requeue)
+
+
+def acknowledge_in_bulk(requests: list[Buffered]) -> list[Buffered]:
+    """Acknowledge the requests' messages in one round trip per channel, where the transport can
+    (pipeline/broker.py `QoS.ack_many`). Returns those left to acknowledge one by one (another
+    transport). A failed round trip is reported as kombu reports a failed `ack`, for each of its
+    messages: the broker delivers them again after the visibility timeout."""
+    by_channel: dict[object, list[Buffered]] = {}
+    left = []
+    for request in requests:
+        channel = getattr(request.message, "channel", None)
+        if request.settled:
+            continue
+        if channel is None or not hasattr(channel.qos, "ack_many"):
+            left.append(request)
+        else:
+            by_channel.setdefault(channel, []).append(request)
+    for channel, group in by_channel.items():
+        for request in group:
+            request.settled = True
+        try:
+            channel.qos.ack_many([request.message.delivery_tag for request in group])
+        except Exception as exc:
+            for request in group:
+                SETTLE_LOG.critical("Couldn't ack %r, reason:%r", request.message.delivery_tag, exc)
+    return left
 
 
 # Retries are the batch's own (an outage is retried in place, then the messages requeued), and

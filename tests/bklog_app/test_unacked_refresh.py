@@ -15,6 +15,7 @@ from kombu import Connection
 from bklog_app.unacked_refresh import UnackedRefresher, held_tags
 from devservers import RedisServer
 from pipeline import unsettled
+from pipeline.broker import transport_for
 from pipeline.celery_tasks import SettlingRequest
 from pipeline.ingestion.enqueue import publish_journaled
 from pipeline.ingestion.message import INGEST_QUEUE
@@ -46,8 +47,9 @@ def own_redis(tmp_path):
 
 @pytest.fixture
 def held(own_redis):
-    """A kombu consumer on own_redis holding one message unacknowledged, as a worker does."""
-    with Connection(own_redis.url) as connection:
+    """A kombu consumer on own_redis holding one message unacknowledged, as a worker does (on the
+    workers' transport, pipeline/broker.py)."""
+    with Connection(own_redis.url, transport=transport_for(own_redis.url)) as connection:
         queue = connection.SimpleQueue("refresh-test")
         queue.put({"n": 1})
         message = queue.get(timeout=5)
