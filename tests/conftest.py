@@ -191,6 +191,15 @@ def servers() -> dict:
     return SERVERS
 
 
+@pytest.fixture
+def own_redis(tmp_path):
+    """A Redis server of the test's own, for tests that stop and start it."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def static_files() -> Path:
     """STATIC_ROOT, collected when the session started (collect_static_files)."""

@@ -13,7 +13,6 @@ from django.test import override_settings
 from kombu import Connection
 
 from bklog_app.unacked_refresh import UnackedRefresher, held_tags
-from devservers import RedisServer
 from pipeline import unsettled
 from pipeline.broker import transport_for
 from pipeline.celery_tasks import SettlingRequest
@@ -35,14 +34,6 @@ def wait_until(condition, timeout: float, message: str) -> None:
 
 
 # --- The refresher against a Redis of its own ------------------------------------------------
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from kombu import Connection
 
 from bklog_app.celery import app
 from bklog_app.unacked_refresh import held_tags
-from devservers import RedisServer
 from pipeline import unsettled
 from pipeline.broker import RedisTransport, SentinelTransport, transport_for
 from pipeline.ingestion.tasks import Buffered, acknowledge_in_bulk
@@ -33,14 +32,6 @@ def test_redis_and_sentinel_urls_get_this_transport_and_others_kombus(url, expec
 def test_the_celery_app_connects_through_it():
     with app.connection_for_write() as connection:
         assert isinstance(connection.transport, RedisTransport | SentinelTransport)
-
-
-@pytest.fixture
-def own_redis(tmp_path):
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
