@@ -62,6 +62,14 @@ def test_a_header_over_the_limit_is_400(web):
     assert answer.startswith(b"HTTP/1.1 431") and closed
 
 
+def test_a_line_that_is_not_a_header_field_is_400_and_the_connection_closed(web):
+    answer, closed = exchange(web.port, b"GET /_health HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400") and closed
+    folded = b"GET /_health HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\nConnection: close\r\n\r\n"
+    answer, _ = exchange(web.port, folded)
+    assert answer.startswith(b"HTTP/1.1 200")
+
+
 def test_too_many_header_fields_are_400(test_database_url):
     web = gunicorn(test_database_url, GUNICORN_CMD_ARGS="--limit-request-fields 10")
     try:
