@@ -1,13 +1,16 @@
-"""The web worker's header parser (bklog_app/web_worker.py `read_headers`) gives what the standard
-library's `http.client.parse_headers` gives for well-formed requests, within the same limits, and
-refuses lines that are not header fields."""
+"""The web worker's per-request work, without a server (bklog_app/web_worker.py): its header
+parser gives what the standard library's `http.client.parse_headers` gives for well-formed
+requests, within the same limits, and refuses lines that are not header fields; its proxy trust
+is remembered per peer."""
 
 import http.client
 import io
+import ipaddress
 
 import pytest
 
-from bklog_app.web_worker import MAX_HEADER_FIELDS, MAX_HEADER_LINE, RefusedRequest, read_headers
+from bklog_app import web_worker
+from bklog_app.web_worker import MAX_HEADER_FIELDS, MAX_HEADER_LINE, RefusedRequest, Worker, read_headers
 
 WELL_FORMED = [
     b"Host: x\r\n\r\n",
@@ -65,3 +68,26 @@ def test_a_line_that_is_not_a_header_field_is_refused_with_400(line):
     with pytest.raises(RefusedRequest) as refused:
         read_headers(io.BytesIO(line + b"Host: x\r\n\r\n"))
     assert refused.value.status == 400
+
+
+def worker_trusting(*allowed: str) -> Worker:
+    """The part of the web worker `init_process` sets up for `trusts`."""
+    worker = Worker.__new__(Worker)
+    worker.trust_everyone = "*" in allowed
+    worker.trusted_networks = [ipaddress.ip_network(entry, strict=False) for entry in allowed if entry != "*"]
+    worker._trusted = {}
+    return worker
+
+
+def test_a_peers_trust_is_remembered_and_the_memory_bounded(monkeypatch):
+    worker = worker_trusting("127.0.0.1", "10.1.0.0/16")
+    for _ in range(2):
+        assert worker.trusts("127.0.0.1")
+        assert worker.trusts("10.1.200.3")
+        assert not worker.trusts("10.2.0.1")
+        assert not worker.trusts("not-an-address")
+    assert worker._trusted == {"127.0.0.1": True, "10.1.200.3": True, "10.2.0.1": False, "not-an-address": False}
+    monkeypatch.setattr(web_worker, "TRUSTED_PEERS_KEPT", 4)
+    assert worker.trusts("10.1.0.9")
+    assert worker._trusted == {"10.1.0.9": True}
+    assert worker_trusting("*").trusts("203.0.113.7")
