@@ -211,18 +211,20 @@ def acknowledge_in_bulk(requests: list[Buffered]) -> list[Buffered]:
     """Acknowledge the requests' messages in one round trip per channel, where the transport can
     (pipeline/broker.py `QoS.ack_many`). Returns those left to acknowledge one by one (another
     transport). A failed round trip is reported as kombu reports a failed `ack`, for each of its
-    messages: the broker delivers them again after the visibility timeout."""
+    messages: the broker delivers them again after the visibility timeout.
+
+    This goes past Celery's acknowledgement promise, which adds only a restore of the prefetch
+    count after a reconnect, counted in Celery's active requests: buffered messages are never
+    among them, so that restore has nothing to wait for here."""
     by_channel: dict[object, list[Buffered]] = {}
-    left = []
     for request in requests:
-        channel = getattr(request.message, "channel", None)
-        if request.settled:
-            continue
-        if channel is None or not hasattr(channel.qos, "ack_many"):
-            left.append(request)
-        else:
-            by_channel.setdefault(channel, []).append(request)
+        if not request.settled:
+            by_channel.setdefault(getattr(request.message, "channel", None), []).append(request)
+    left = []
     for channel, group in by_channel.items():
+        if channel is None or not hasattr(channel.qos, "ack_many"):
+            left += group
+            continue
         for request in group:
             request.settled = True
         try:
