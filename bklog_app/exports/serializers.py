@@ -1,5 +1,7 @@
 """What the exports API accepts and shows."""
 
+from datetime import UTC
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -14,7 +16,9 @@ MAX_PROPERTIES = 20
 
 @extend_schema_field(OpenApiTypes.DATETIME)
 class IsoTimeField(serializers.Field):
-    """An ISO 8601 time (naive means UTC), such as 2024-01-31T12:00:00Z."""
+    """An ISO 8601 time (naive means UTC), such as 2024-01-31T12:00:00Z, taken as UTC. Python reads
+    offsets up to 23:59, PostgreSQL stores them only up to 15:59: a time is converted, not kept
+    with the offset it came with, and one whose UTC falls past year 9999 is refused."""
 
     default_error_messages = {"invalid": "Must be an ISO 8601 time, such as 2024-01-31T12:00:00Z."}
 
@@ -22,7 +26,10 @@ class IsoTimeField(serializers.Field):
         parsed = parse_iso(data) if isinstance(data, str) else None
         if parsed is None:
             self.fail("invalid")
-        return parsed
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            self.fail("invalid")
 
     def to_representation(self, value):
         return value.isoformat().replace("+00:00", "Z")

@@ -44,12 +44,25 @@ def test_create_answers_201_with_the_job(api_client, project):
     assert job.project_id == project.id and job.requested_by is not None
 
 
+def test_a_time_with_any_offset_is_taken_as_utc(api_client, project):
+    """Python reads offsets up to 23:59, PostgreSQL keeps them only up to 15:59."""
+    body = {**GOOD, "after": "2024-03-01T16:23:00+16:23", "before": "2024-03-01T23:00:00-16:00"}
+    response = api_client.post(url(project), body, format="json")
+    assert response.status_code == 201, response.content
+    assert (response.json()["after"], response.json()["before"]) == ("2024-03-01T00:00:00Z", "2024-03-02T15:00:00Z")
+
+
 @pytest.mark.parametrize(
     "body, attr, detail",
     [
         ({**GOOD, "format": "xml"}, "format", '"xml" is not a valid choice.'),
         ({k: v for k, v in GOOD.items() if k != "format"}, "format", "This field is required."),
         ({**GOOD, "after": "yesterday"}, "after", "Must be an ISO 8601 time, such as 2024-01-31T12:00:00Z."),
+        (
+            {**GOOD, "before": "9999-12-31T23:00:00-16:00"},
+            "before",
+            "Must be an ISO 8601 time, such as 2024-01-31T12:00:00Z.",
+        ),
         ({k: v for k, v in GOOD.items() if k != "before"}, "before", "This field is required."),
         ({**GOOD, "before": "2024-03-01T00:00:00Z"}, "before", "'before' must be later than 'after'."),
         (
