@@ -18,11 +18,22 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devservers.servers import LOOPBACK, REDIS_CONF, ClickHouseServer, RedisServer, _Server, free_port
+from devservers.servers import (
+    LOOPBACK,
+    REDIS_CONF,
+    ClickHouseServer,
+    RedisServer,
+    ServerError,
+    _port_is_free,
+    _Server,
+    free_port,
+)
 
 CLUSTER_NAME = "bklog"
 SENTINEL_MASTER = "bklog"
 ZOOKEEPER_SERVER_SH = Path("/usr/share/zookeeper/bin/zkServer.sh")
+ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
+SLF4J_SIMPLE = Path("/usr/share/java/slf4j-simple.jar")
 
 
 def _four_letter_word(port: int, word: bytes, timeout: float = 1.0, *, whole: bool = False) -> bytes:
@@ -70,10 +81,17 @@ class ZooKeeperServer(_Server):
 
     def _command(self) -> list[str]:
         # zkServer.sh execs java, so the death signal and the stop signal reach the JVM itself.
+        # Debian's classpath has no SLF4J binding, and ZooKeeper then logs nothing: with the
+        # simple one (the JVM takes the last -cp), its warnings and errors reach zookeeper.log,
+        # whose end a failed start shows.
+        flags = "-Xms64m -Xmx256m -XX:+UseSerialGC"
+        if SLF4J_SIMPLE.exists():
+            flags += f" -cp /etc/zookeeper/conf:{ZOOKEEPER_JAR}:{SLF4J_SIMPLE}"
+            flags += " -Dorg.slf4j.simpleLogger.defaultLogLevel=warn"
         return [
             "env",
             f"ZOO_LOG_DIR={self.data_dir}",
-            "JVMFLAGS=-Xms64m -Xmx256m -XX:+UseSerialGC",
+            f"JVMFLAGS={flags}",
             str(ZOOKEEPER_SERVER_SH),
             "start-foreground",
             str(self.config_path),
@@ -219,10 +237,16 @@ class ClusterStores:
 
     def __post_init__(self) -> None:
         self.base = Path(self.base).absolute()
+        self._lay_out()
+
+    def _lay_out(self) -> None:
+        """The servers, each with its ports chosen now: every server's config names the others'
+        ports (ClickHouse's ZooKeeper and replicas, the Sentinels' master), so no server may pick
+        new ones on its own when one is taken; `start` lays the whole cluster out again instead."""
         counted = itertools.count(self.base_port) if self.base_port is not None else None
 
-        def port() -> int | None:
-            return next(counted) if counted is not None else None
+        def port() -> int:
+            return next(counted) if counted is not None else free_port()
 
         self.zookeeper = ZooKeeperServer(self.base / "zookeeper", port())
         self.clickhouse = [
@@ -230,7 +254,7 @@ class ClusterStores:
                 shard,
                 replica,
                 ClusterClickHouseServer(self.base / f"clickhouse-s{shard}r{replica}", port(), port()),
-                port() or free_port(),
+                port(),
             )
             for shard in range(1, self.shards + 1)
             for replica in range(1, self.replicas + 1)
@@ -254,8 +278,22 @@ class ClusterStores:
         ]
 
     def start(self) -> None:
-        for server in self.servers:
-            server.start()
+        """Start every server, in order. On a first start with ports picked here, a server that
+        fails because another process took one of its ports meanwhile makes the whole cluster
+        start again on new ports, its data removed (all of it is new)."""
+        attempts = 3 if self.base_port is None and not any(s.start_seconds for s in self.servers) else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                for server in self.servers:
+                    server.start()
+                return
+            except ServerError:
+                taken = not all(_port_is_free(p) for s in self.servers if not s.is_running() for p in s._ports())
+                if attempt == attempts or not taken:
+                    raise
+                self.stop()
+                self.remove_data()
+                self._lay_out()
 
     def stop(self) -> None:
         for server in reversed(self.servers):

@@ -22,6 +22,7 @@ import atexit
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -57,11 +58,39 @@ class ServerError(RuntimeError):
     """A server failed to start or to stop; the message ends with its log tail."""
 
 
+# Ports handed out below the kernel's ephemeral range: a port from that range can be given, between
+# the moment it is picked and the moment its server binds it, to any outgoing connection as its
+# local port (a client of another server started meanwhile), and the server then fails to start.
+_PORT_FLOOR = 10_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, that no outgoing connection can
+    take before its server binds it (it is below the ephemeral range), and that this process has
+    not handed out before (two servers picked before either starts do not get the same one)."""
+    low, _high = _ephemeral_range()
+    if low - _PORT_FLOOR >= 1_000:
+        for _ in range(1_000):
+            port = random.randrange(_PORT_FLOOR, low)
+            if port not in _handed_out and _port_is_free(port):
+                _handed_out.add(port)
+                return port
+    while True:  # a machine whose ephemeral range leaves no room below it
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((LOOPBACK, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _free_port_other_than(port: int) -> int:
@@ -366,6 +395,15 @@ class ClickHouseServer(_Server):
     def _pick_new_ports(self) -> None:
         self._port = free_port()
         self._http_port = _free_port_other_than(self._port)
+
+    def fault_lines(self) -> list[str]:
+        """The lines of its error log that report a fatal signal (a segfault): the server may go
+        on answering while the thread that crashed still holds a table's locks."""
+        try:
+            text = (self.data_dir / "log" / "clickhouse-server.err.log").read_text(errors="replace")
+        except OSError:
+            return []
+        return [line for line in text.splitlines() if "Received signal" in line or "BaseDaemon: 0. " in line]
 
     def _answers(self) -> bool:
         # Both listeners open together once all tables are loaded; a query over HTTP
