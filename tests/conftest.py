@@ -171,6 +171,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_unconfigure(config):
+    report_server_faults()
     cluster = SERVERS.pop("cluster", None)
     if cluster is not None:
         cluster.stop()
@@ -184,6 +185,18 @@ def pytest_unconfigure(config):
         print(f"\nbklog tests: servers' data and worker logs kept in {base}")
     elif base is not None:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def report_server_faults() -> None:
+    """A ClickHouse server that crashed during the session is said at its end, its logs kept: a
+    test that then timed out waiting on it shows only the wait."""
+    cluster = SERVERS.get("cluster")
+    servers = [node.server for node in cluster.clickhouse] if cluster is not None else [SERVERS.get("clickhouse")]
+    for server in servers:
+        lines = server.fault_lines() if server is not None else []
+        if lines:
+            SERVERS["keep_logs"] = True
+            print(f"\nbklog tests: ClickHouse at {server.data_dir} crashed:\n" + "\n".join(lines[:6]))
 
 
 @pytest.fixture(scope="session")

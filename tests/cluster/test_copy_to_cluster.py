@@ -1,8 +1,15 @@
 """`manage.py copy_events_to_cluster`: a one-server ClickHouse (started here, holding a few thousand
 events over four months) grown into the test cluster; a second run skips, an interrupted month is
-dropped and copied again, and the command refuses what it cannot do, saying why."""
+dropped and copied again, and the command refuses what it cannot do, saying why.
+
+The copy writes into a database of its own on the cluster, not the one the rest of the session
+uses: ClickHouse 18.16 can crash (a segfault in `ReplicatedMergeTreeQueue::tryFinalizeMutations`)
+when a mutation meets a partition dropped on one of the replicas, and the privacy tests mutate
+the session's `events_local` (docs/operations.md#growing-from-one-node-to-the-cluster).
+"""
 
 import io
+import os
 import subprocess
 import sys
 import uuid
@@ -12,11 +19,13 @@ import pytest
 from clickhouse_driver import Client
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 
 from devservers import ClickHouseServer
+from pipeline.storage import clickhouse
 from pipeline.storage.copy_to_cluster import COPY_MONTH, DROP_CLUSTER_MONTH
 from pipeline.storage.events import INSERT_EVENTS
-from pipeline.storage.migrate import migration_names, operations
+from pipeline.storage.migrate import migrate, migration_names, operations
 from tests.conftest import ROOT, SERVERS, process_env
 
 pytestmark = [
@@ -24,7 +33,8 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
-TEAM = 8_800_001  # no other test writes this team, or these months
+TEAM = 8_800_001
+COPY_DATABASE = "bklog_copy_test"
 MONTHS = {201101: 900, 201102: 1_100, 201103: 700, 201104: 1_300}
 PERSONS = [uuid.uuid4() for _ in range(40)]
 ROWS = """
@@ -51,6 +61,25 @@ def source_columns() -> list[list]:
                 (uuid.uuid4(), TEAM, "page", f"d-{person.hex[:8]}", f'{{"i":{i}}}', stamp, stamp + 7, person, "{}", "")
             )
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def copy_database():
+    """CLICKHOUSE_DATABASE, for this module and the commands it starts: a database of the copy's
+    own, migrated on the cluster here and dropped from every server after."""
+    migrate(COPY_DATABASE, report=lambda _line: None)
+    before = os.environ["CLICKHOUSE_DATABASE"]
+    os.environ["CLICKHOUSE_DATABASE"] = COPY_DATABASE
+    try:
+        with override_settings(CLICKHOUSE_DATABASE=COPY_DATABASE):
+            yield COPY_DATABASE
+    finally:
+        os.environ["CLICKHOUSE_DATABASE"] = before
+        clickhouse.reset()
+        query(
+            SERVERS["cluster"].clickhouse[0].server.port,
+            f"DROP DATABASE IF EXISTS {COPY_DATABASE} ON CLUSTER {settings.CLICKHOUSE_CLUSTER}",
+        )
 
 
 @pytest.fixture(scope="module")
