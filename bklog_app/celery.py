@@ -16,11 +16,6 @@ from kombu import serialization
 from kombu.utils import json as kombu_json
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bklog_app.settings")
-# Celery's Django fixup runs Django's system checks as a worker starts, and the URL checks import
-# every view: DRF, drf-spectacular and the web's modules, some 20 MB of each worker process's RSS
-# for nothing a worker runs (docs/performance.md#memory). `manage.py migrate` and `manage.py
-# check` run the same checks; CELERY_SKIP_CHECKS set empty makes a worker run them too.
-os.environ.setdefault("CELERY_SKIP_CHECKS", "1")
 
 from django.conf import settings
 from django.db import connections

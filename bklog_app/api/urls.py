@@ -2,7 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import AllowAny
 
-from bklog_app.api import deadletters, keys, organizations, projects, schema  # noqa: F401 - schema: its extensions
+from bklog_app.api import deadletters, keys, organizations, projects
 from bklog_app.api.events import EventListView
 
 P = "api/projects/<int:project_id>/"

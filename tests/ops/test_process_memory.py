@@ -41,30 +41,6 @@ def test_the_clickhouse_driver_date_tables_are_filled_only_as_dates_are_met():
     assert int(size) < 10  # not the 146,000 dates of 1900 to 2299 the driver builds by default
 
 
-WORKER_PROBE = """
-import sys
-from bklog_app.celery import app
-app.loader.import_default_modules()  # what a worker does as it starts: Celery's Django fixup
-print(" ".join(m for m in ("bklog_app.urls", "rest_framework.views", "drf_spectacular.openapi") if m in sys.modules))
-"""
-
-
-@pytest.mark.parametrize("skip_checks", [None, ""], ids=["default", "checks-on"])
-def test_a_worker_imports_no_view_unless_told_to_run_djangos_checks(skip_checks):
-    """Django's URL checks import every view; a worker skips them (bklog_app/celery.py)."""
-    env = {k: v for k, v in os.environ.items() if k != "CELERY_SKIP_CHECKS"}
-    if skip_checks is not None:
-        env["CELERY_SKIP_CHECKS"] = skip_checks
-    result = subprocess.run(
-        [sys.executable, "-c", WORKER_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-    )
-    imported = result.stdout.split()
-    if skip_checks is None:
-        assert imported == []
-    else:
-        assert imported == ["bklog_app.urls", "rest_framework.views", "drf_spectacular.openapi"]
-
-
 # --- The ingestion worker's main process and the messages it prefetches ------------------------
 
 MESSAGES = 200  # INGESTION_BATCH_MESSAGES: the worker prefetches twice as many, so it may hold all
