@@ -24,7 +24,6 @@ from devservers.servers import (
     ClickHouseServer,
     RedisServer,
     ServerError,
-    _port_is_free,
     _Server,
     free_port,
 )
@@ -288,7 +287,7 @@ class ClusterStores:
                     server.start()
                 return
             except ServerError:
-                taken = not all(_port_is_free(p) for s in self.servers if not s.is_running() for p in s._ports())
+                taken = any(server.ports_taken() for server in self.servers if not server.is_running())
                 if attempt == attempts or not taken:
                     raise
                 self.stop()

@@ -216,13 +216,16 @@ class _Server:
             try:
                 self._start_once(timeout)
             except ServerError:
-                taken = not all(_port_is_free(port) for port in self._ports())
-                if attempt == attempts or not taken:
+                if attempt == attempts or not self.ports_taken():
                     raise
                 self._pick_new_ports()
             else:
                 self._started_once = True
                 return
+
+    def ports_taken(self) -> bool:
+        """Whether another process holds one of this server's ports (while it is not running)."""
+        return not all(_port_is_free(port) for port in self._ports())
 
     def _start_once(self, timeout: float) -> None:
         self._prepare()
