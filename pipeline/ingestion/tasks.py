@@ -297,6 +297,7 @@ def ingest_batch(requests: list[PackedRequest | SimpleRequest]) -> bool:
             duplicates=report.duplicates,
             dropped=report.dropped,
             dead_lettered=report.dead_lettered,
+            seconds=round(time.monotonic() - started, 3),
         )
         _journal(journal.forget, message_ids)
         return True

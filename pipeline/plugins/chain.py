@@ -37,36 +37,38 @@ def run_chain(chain, event: dict) -> ChainResult:
     """Each plugin changes the chain's own copy of `event`, never the caller's. What a plugin
     changed before it raised is undone from the JSON taken before its call: one copy of the event
     per chain and one serialisation per plugin, where a copy per plugin would cost a
-    serialisation and a parse each."""
+    serialisation and a parse each. The calls are one series (registry.PluginCalls): their
+    guards' set-up is paid once per event, not once per plugin."""
     result = ChainResult(event=event)
     current = None  # the chain's copy, made when the first plugin runs
-    for snapshot in chain:
-        instance = registry.instance_for(snapshot)
-        if instance is None or not instance.has("process_event"):
-            if instance is None:
+    with registry.PluginCalls() as calls:
+        for snapshot in chain:
+            instance = registry.instance_for(snapshot)
+            if instance is None or not instance.has("process_event"):
+                if instance is None:
+                    result.failed.append(snapshot.display_name)
+                continue
+            before = _saved(event if current is None else current)
+            if current is None:
+                current = _restored(before)
+            team_id = current.get("team_id")
+            try:
+                output = calls.method(instance, "process_event", current)
+                if output is not None:
+                    check_output(output, team_id)
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                current = _restored(before)
+                registry.record_failure(snapshot, exc, method="process_event", event=current, sink=instance.sink)
                 result.failed.append(snapshot.display_name)
-            continue
-        before = _saved(event if current is None else current)
-        if current is None:
-            current = _restored(before)
-        team_id = current.get("team_id")
-        try:
-            output = instance.method("process_event", current)
-            if output is not None:
-                check_output(output, team_id)
-        except Exception as exc:
-            if is_outage(exc):
-                raise
-            current = _restored(before)
-            registry.record_failure(snapshot, exc, method="process_event", event=current, sink=instance.sink)
-            result.failed.append(snapshot.display_name)
-            continue
-        registry.record_success(snapshot)
-        result.succeeded.append(snapshot.display_name)
-        if output is None:
-            result.event = None
-            return result
-        current = output
+                continue
+            registry.record_success(snapshot)
+            result.succeeded.append(snapshot.display_name)
+            if output is None:
+                result.event = None
+                return result
+            current = output
     if current is not None:
         result.event = current
     return result

@@ -1,7 +1,8 @@
 """Limits on plugin code (docs/plugins.md#limits): time, memory and recursion depth.
 
-Every plugin call goes through `call_within_limits`: the time limit of pipeline/plugins/timeouts.py
-and a recursion limit scoped to the call (PLUGIN_RECURSION_LIMIT frames over the caller's depth).
+Every plugin call goes through `call_within_limits` (or a `RecursionHeadroom` shared by a series of
+calls, registry.PluginCalls): the time limit of pipeline/plugins/timeouts.py and a recursion limit
+scoped to the call (PLUGIN_RECURSION_LIMIT frames over the caller's depth).
 Log volume is limited where log lines are gathered (pipeline/plugins/logs.py).
 
 Memory is limited per worker pool process, not per call: `limit_memory` caps the process's address
@@ -37,15 +38,28 @@ def call_within_limits(
     """Call `fn(*args)` under the time limit `seconds` (the value of `setting`) and
     PLUGIN_RECURSION_LIMIT: past either, PluginTimeoutError or RecursionError is raised out of the
     plugin's code."""
-    headroom = hot_settings.get("PLUGIN_RECURSION_LIMIT")
-    if headroom <= 0:
+    with RecursionHeadroom():
         return call_with_time_limit(fn, args, seconds, what, setting)
-    previous = sys.getrecursionlimit()
-    sys.setrecursionlimit(_depth() + headroom)
-    try:
-        return call_with_time_limit(fn, args, seconds, what, setting)
-    finally:
-        sys.setrecursionlimit(previous)
+
+
+class RecursionHeadroom:
+    """PLUGIN_RECURSION_LIMIT frames over the depth it is entered at, until it exits; none when
+    the setting is 0. Plugin calls made one after another from one frame (a chain over one event,
+    registry.PluginCalls) share one: the limit is set and restored once for all of them."""
+
+    __slots__ = ("previous",)
+
+    def __enter__(self) -> "RecursionHeadroom":
+        headroom = hot_settings.get("PLUGIN_RECURSION_LIMIT")
+        self.previous = None
+        if headroom > 0:
+            self.previous = sys.getrecursionlimit()
+            sys.setrecursionlimit(_depth() + headroom)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self.previous is not None:
+            sys.setrecursionlimit(self.previous)
 
 
 _last_depth = 0  # the depth found last: plugin calls come from a few places, at a few depths

@@ -12,7 +12,7 @@ one WARN entry says so and the call's further lines are dropped. The runtime's o
 
 import io
 import sys
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -84,6 +84,10 @@ class LogSink:
         self.system("WARN", f"this call logged more than {limit}: its further log lines are dropped")
         return False
 
+    def gathered(self) -> bool:
+        """Whether `flush` has anything to do: lines to store, or a call's counts to reset."""
+        return bool(self.lines or self.entries_this_call or self.dropped_this_call)
+
     def system(self, type_: str, message: object) -> None:
         self.add("SYSTEM", type_, message)
 
@@ -114,6 +118,17 @@ class LogSink:
 
 
 _current_sink: ContextVar[LogSink | None] = ContextVar("plugin_log_sink", default=None)
+
+
+def capture_into(sink: LogSink) -> Token:
+    """Route `print()` to `sink` from here, until `end_capture` is given the returned token: for
+    code that makes many calls in a row (registry.PluginCalls), where `capturing`'s object per call
+    would be most of the cost."""
+    return _current_sink.set(sink)
+
+
+def end_capture(token: Token) -> None:
+    _current_sink.reset(token)
 
 
 class capturing:

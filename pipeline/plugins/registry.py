@@ -17,7 +17,6 @@ import traceback
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -34,10 +33,11 @@ from pipeline.errors import is_outage
 from pipeline.plugins import reload
 from pipeline.plugins.api import RetryError
 from pipeline.plugins.config import ExportSettings, export_settings
-from pipeline.plugins.limits import call_within_limits
+from pipeline.plugins.limits import RecursionHeadroom
 from pipeline.plugins.loader import PluginCode, PluginLoadError, code_for, execute
-from pipeline.plugins.logs import LogSink, capturing
+from pipeline.plugins.logs import LogSink, capture_into, end_capture
 from pipeline.plugins.meta import Meta
+from pipeline.plugins.timeouts import call_with_time_limit
 
 logger = structlog.get_logger(__name__)
 
@@ -103,14 +103,52 @@ class PluginInstance:
 
     def call(self, fn, args: tuple, what: str) -> Any:
         """Run one plugin callable within its limits, with print() captured; logs stored after."""
-        with _lock, capturing(self.sink):
-            try:
-                return call_within_limits(fn, args, hot_settings.get("PLUGIN_TIMEOUT_SECONDS"), what)
-            finally:
-                _flush_quietly(self.sink)
+        with PluginCalls() as calls:
+            return calls.call(self, fn, args, what)
 
     def method(self, name: str, *args: Any) -> Any:
-        return self.call(self.namespace[name], (*args, self.meta), f"{self.snapshot.plugin_name}.{name}")
+        with PluginCalls() as calls:
+            return calls.method(self, name, *args)
+
+
+class PluginCalls:
+    """Plugin calls made one after another from one frame, as a chain makes them over one event.
+    What each call's guards cost once, the series pays once: the lock (held from the first call
+    to the last, so no instance is torn down between them), the recursion limit's set-up and the
+    time limit's setting. Each call still gets its own deadline, its own print capture and its
+    own log flush, so a call's limits and logs are what they would be on its own."""
+
+    __slots__ = ("recursion", "seconds")
+
+    def __enter__(self) -> "PluginCalls":
+        _lock.acquire()
+        try:
+            self.recursion = RecursionHeadroom().__enter__()
+        except BaseException:
+            _lock.release()
+            raise
+        self.seconds = hot_settings.get("PLUGIN_TIMEOUT_SECONDS")
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        try:
+            self.recursion.__exit__()
+        finally:
+            _lock.release()
+
+    def method(self, instance: PluginInstance, name: str, *args: Any) -> Any:
+        what = f"{instance.snapshot.plugin_name}.{name}"
+        return self.call(instance, instance.namespace[name], (*args, instance.meta), what)
+
+    def call(self, instance: PluginInstance, fn, args: tuple, what: str) -> Any:
+        sink = instance.sink
+        capture = capture_into(sink)
+        try:
+            return call_with_time_limit(fn, args, self.seconds, what)
+        finally:
+            end_capture(capture)
+            if sink.gathered():
+                _flush_quietly(sink)
 
 
 _lock = threading.RLock()
@@ -254,8 +292,11 @@ def instance_for(snapshot: ConfigSnapshot) -> PluginInstance | None:
             current.snapshot = snapshot  # the newer, equal snapshot: the older can be freed
         if hot_settings.get("PLUGIN_MAX_LIVE_INSTANCES") > 0:
             # No lock (a teardown on the reload thread may hold it); KeyError: torn down meanwhile.
-            with suppress(KeyError):
+            # Not contextlib.suppress: its object per call would cost more than the move.
+            try:  # noqa: SIM105
                 _instances.move_to_end(snapshot.id)
+            except KeyError:
+                pass
         return current
     with _lock:
         current = _instances.get(snapshot.id)

@@ -1,11 +1,15 @@
-"""The chain's copies (pipeline/plugins/chain.py): plugins change the chain's own copy of the
-event, and what a plugin changed before it raised is undone, whatever it put in the event."""
+"""The chain (pipeline/plugins/chain.py): plugins change the chain's own copy of the event, what a
+plugin changed before it raised is undone, whatever it put in the event, and the calls over one
+event, one series (registry.PluginCalls), keep each call's own limits and log."""
 
 import copy
+import sys
+import threading
 
 import pytest
 
-from bklog_app.plugins.models import PluginConfig
+from bklog_app.plugins.models import PluginConfig, PluginLogEntry
+from pipeline.plugins import registry
 from pipeline.plugins.chain import run_process_event_chain
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -99,3 +103,100 @@ def test_the_undo_holds_when_the_event_holds_what_json_cannot(project, local_plu
     assert result.event["properties"]["tags"] == {"a", "b"}
     assert result.event["properties"]["later_saw"] == ["cart", "plan", "tags"]
     assert result.event["properties"]["later_items"] == [1, 2]
+
+
+# --- one series of calls per event (registry.PluginCalls) ----------------------------------
+
+
+def _console_lines(config_id: int) -> list[str]:
+    return list(
+        PluginLogEntry.objects.filter(plugin_config_id=config_id, source="CONSOLE")
+        .order_by("timestamp", "id")
+        .values_list("message", flat=True)
+    )
+
+
+_CHATTY = """
+def process_event(event, meta):
+    for n in range(5):
+        print("a", n)
+    return event
+"""
+_QUIET = """
+def process_event(event, meta):
+    print("b 0")
+    print("b 1")
+    return event
+"""
+_SLOW = """
+import time
+
+def process_event(event, meta):
+    time.sleep(0.6)
+    event["properties"][meta.config["mark"]] = 1
+    return event
+"""
+_STUCK = """
+def process_event(event, meta):
+    while True:
+        pass
+"""
+_RECURSIVE = """
+def deeper(n):
+    return deeper(n + 1)
+
+def process_event(event, meta):
+    return deeper(0)
+"""
+
+
+def test_each_call_of_a_chain_keeps_its_own_log_and_log_limit(project, local_plugin, install, settings):
+    settings.PLUGIN_LOG_MAX_ENTRIES_PER_CALL = 3
+    _, first = install({"source_type": "local", "path": local_plugin(_CHATTY), "name": "Chatty"}, order=0)
+    _, second = install({"source_type": "local", "path": local_plugin(_QUIET), "name": "Quiet"}, order=1)
+
+    result = run_process_event_chain(project.id, _event(project))
+    run_process_event_chain(project.id, _event(project))  # the next event's calls start afresh
+
+    assert result.failed == []
+    assert _console_lines(first["id"]) == ["a 0", "a 1", "a 2"] * 2
+    assert _console_lines(second["id"]) == ["b 0", "b 1"] * 2  # the first plugin's count is not its
+    warnings = PluginLogEntry.objects.filter(plugin_config_id=first["id"], source="SYSTEM", type="WARN")
+    assert warnings.count() == 2
+
+
+def test_each_call_of_a_chain_has_its_own_time_limit(project, local_plugin, install, settings):
+    settings.PLUGIN_TIMEOUT_SECONDS = 1
+    slow = local_plugin(_SLOW, config=[{"key": "mark", "type": "string"}])
+    install({"source_type": "local", "path": slow, "name": "Slow"}, config={"mark": "first"}, order=0)
+    install({"source_type": "local", "path": slow, "name": "Slow"}, config={"mark": "second"}, order=1)
+    _, looping = install({"source_type": "local", "path": local_plugin(_STUCK), "name": "Stuck"}, order=2)
+
+    result = run_process_event_chain(project.id, _event(project))
+
+    # 1.2 s in all: a deadline for the whole series would have stopped the second plugin.
+    assert result.event["properties"]["first"] == result.event["properties"]["second"] == 1
+    assert result.failed == [f"Stuck ({looping['id']})"]
+    assert PluginConfig.objects.get(pk=looping["id"]).error["name"] == "PluginTimeoutError"
+
+
+def test_a_chain_leaves_the_recursion_limit_and_the_lock_as_it_found_them(project, local_plugin, install):
+    _, runaway = install({"source_type": "local", "path": local_plugin(_RECURSIVE), "name": "Runaway"}, order=0)
+    before = sys.getrecursionlimit()
+
+    result = run_process_event_chain(project.id, _event(project))
+
+    assert result.failed == [f"Runaway ({runaway['id']})"]
+    assert PluginConfig.objects.get(pk=runaway["id"]).error["name"] == "RecursionError"
+    assert sys.getrecursionlimit() == before
+    taken = []  # the reload thread tears instances down under the lock: it must be free again
+
+    def take_and_give_back():
+        taken.append(registry._lock.acquire(timeout=5))
+        if taken[-1]:
+            registry._lock.release()
+
+    thread = threading.Thread(target=take_and_give_back)
+    thread.start()
+    thread.join()
+    assert taken == [True]
