@@ -23,6 +23,9 @@ class PropertyUpdates:
         return not (self.set or self.set_once or self.unset)
 
 
+NO_UPDATES = PropertyUpdates(set={}, set_once={}, unset=())
+
+
 def updates_from(properties: dict) -> PropertyUpdates:
     """The person updates an event carries (top-level `$set`/`$set_once` are already merged in).
 
@@ -32,6 +35,8 @@ def updates_from(properties: dict) -> PropertyUpdates:
     set_ = properties.get("$set")
     set_once = properties.get("$set_once")
     unset = properties.get("$unset")
+    if set_ is None and set_once is None and unset is None:  # most events: no object to build
+        return NO_UPDATES
     if isinstance(unset, dict):
         unset = list(unset)
     return PropertyUpdates(
