@@ -185,7 +185,8 @@ def _freeze_startup_objects(**_):
     allocated (and not yet freed) instead of every 700: a 5,000-event batch keeps about 75,000 of
     them alive until it ends, so Python's default made about 110 young collections, 10 middle
     ones and a full one per batch, each walking what the batch holds; now it makes about one.
-    Only garbage in reference cycles, which this code rarely makes, waits longer to be freed."""
+    Only garbage in reference cycles, which this code rarely makes, waits longer to be freed. The
+    ingestion batch itself runs with collection paused (pipeline/ingestion/tasks.py `gc_paused`)."""
     gc.freeze()
     _youngest, middle, oldest = gc.get_threshold()
     gc.set_threshold(POOL_GC_YOUNGEST_THRESHOLD, middle, oldest)
