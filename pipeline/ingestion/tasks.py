@@ -252,6 +252,11 @@ def acknowledge_in_bulk(requests: list[Buffered]) -> list[Buffered]:
 )
 def ingest_batch(requests: list[PackedRequest | SimpleRequest]) -> bool:
     """Return True when every message is durably handled (stored, duplicate or dead-lettered)."""
+    with gc_paused():  # from decoding the messages on: the batch holds all it builds until it ends
+        return _ingest_requests(requests)
+
+
+def _ingest_requests(requests: list[PackedRequest | SimpleRequest]) -> bool:
     messages = _decoded(requests)
     message_ids = [request.id for request in requests]
     _journal(journal.touch, _aging(requests, messages))
@@ -261,8 +266,7 @@ def ingest_batch(requests: list[PackedRequest | SimpleRequest]) -> bool:
     delay = 0.5
     while True:
         try:
-            with gc_paused():
-                report = ingest_messages(messages)
+            report = ingest_messages(messages)
         except Exception as exc:
             if not is_outage(exc):
                 # Not bad data (that is dead-lettered per event) but a failure of the batch
@@ -309,14 +313,14 @@ def ingest_batch(requests: list[PackedRequest | SimpleRequest]) -> bool:
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a batch runs. A batch keeps what it builds (the events,
-    their persons, the rows) alive until it ends, so a young collection during it walks all of
-    that, finds nothing to free and moves it to an older generation: with the pool's threshold
-    (bklog_app/celery.py, POOL_GC_YOUNGEST_THRESHOLD) a 5,000-event batch made one, about 25 ms,
-    a tenth of its CPU. Paused, the batch frees what it built by reference counting when it ends,
-    and the count of young objects falls back with it; the little garbage in reference cycles a
-    batch may leave (a plugin's exception and its frames) waits for the next collection, which
-    runs between batches on a young generation that is nearly empty."""
+    """No cyclic garbage collection while a batch runs. A batch keeps what it builds (the decoded
+    messages, the events, their persons, the rows) alive until it ends, so a young collection
+    during it walks all of that, finds nothing to free and moves it to an older generation: with
+    the pool's threshold (bklog_app/celery.py, POOL_GC_YOUNGEST_THRESHOLD) a 5,000-event batch made
+    one, about 25 ms, a tenth of its CPU. Paused, the batch frees what it built by reference
+    counting when it ends, and the count of young objects falls back with it; the little garbage
+    in reference cycles a batch may leave (a plugin's exception and its frames) waits for the next
+    collection, which runs between batches on a young generation that is nearly empty."""
     if not gc.isenabled():
         yield
         return

@@ -14,16 +14,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_a_batch_runs_with_the_collector_paused_and_turns_it_back_on(project, monkeypatch):
     seen = []
 
-    def ingest(messages):
-        seen.append(gc.isenabled())
-        return real(messages)
+    def recording(name, real):
+        def wrapper(*args):
+            seen.append((name, gc.isenabled()))
+            return real(*args)
 
-    real = tasks.ingest_messages
-    monkeypatch.setattr(tasks, "ingest_messages", ingest)
+        return wrapper
+
+    monkeypatch.setattr(tasks, "_decoded", recording("decode", tasks._decoded))
+    monkeypatch.setattr(tasks, "ingest_messages", recording("ingest", tasks.ingest_messages))
 
     assert tasks.ingest_batch.run(single_event_messages(project, 3))
 
-    assert seen == [False]
+    assert seen == [("decode", False), ("ingest", False)]
     assert gc.isenabled()
 
 
