@@ -11,6 +11,7 @@ import pytest
 from bklog_app.plugins.models import PluginConfig, PluginLogEntry
 from pipeline.plugins import registry
 from pipeline.plugins.chain import run_process_event_chain
+from tests.plugins.test_limits import RECURSIVE
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -141,13 +142,6 @@ def process_event(event, meta):
     while True:
         pass
 """
-_RECURSIVE = """
-def deeper(n):
-    return deeper(n + 1)
-
-def process_event(event, meta):
-    return deeper(0)
-"""
 
 
 def test_each_call_of_a_chain_keeps_its_own_log_and_log_limit(project, local_plugin, install, settings):
@@ -181,7 +175,7 @@ def test_each_call_of_a_chain_has_its_own_time_limit(project, local_plugin, inst
 
 
 def test_a_chain_leaves_the_recursion_limit_and_the_lock_as_it_found_them(project, local_plugin, install):
-    _, runaway = install({"source_type": "local", "path": local_plugin(_RECURSIVE), "name": "Runaway"}, order=0)
+    _, runaway = install({"source_type": "local", "path": local_plugin(RECURSIVE), "name": "Runaway"}, order=0)
     before = sys.getrecursionlimit()
 
     result = run_process_event_chain(project.id, _event(project))
