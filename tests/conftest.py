@@ -100,6 +100,8 @@ def pytest_configure(config):
     from pipeline.storage.migrate import migrate
 
     migrate(TEST_CLICKHOUSE_DATABASE, report=lambda _line: None)
+    if "cluster" in SERVERS:  # capture's WAIT must be able to succeed before the first test
+        SERVERS["cluster"].wait_until_writes_replicate(settings.REDIS_WAIT_TIMEOUT_MS)
     collect_static_files()
     flush_retries_a_deadlock()
 
