@@ -36,27 +36,6 @@ ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
 SLF4J_SIMPLE = Path("/usr/share/java/slf4j-simple.jar")
 
 
-def _redis_info(port: int, section: str) -> str:
-    """INFO `section` from the Redis server on `port`, or "" when it does not answer."""
-    command = f"*2\r\n$4\r\nINFO\r\n${len(section)}\r\n{section}\r\n".encode()
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=1) as sock:
-            sock.sendall(command)
-            reply = sock.recv(4096)
-            header, _, body = reply.partition(b"\r\n")  # a bulk string: $<length>, then the text
-            if not header.startswith(b"$") or not header[1:].isdigit():
-                return ""
-            length = int(header[1:])
-            while len(body) < length:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                body += chunk
-    except OSError:
-        return ""
-    return body[:length].decode(errors="replace")
-
-
 def _redis_replies(port: int, *commands: tuple[str, ...]) -> list[bytes]:
     """The first line of the Redis server's reply to each of `commands`, sent on one connection
     (b"+OK", b":1", ...); fewer when it does not answer within a few seconds."""
@@ -327,7 +306,7 @@ class ClusterStores:
             try:
                 for server in self.servers:
                     server.start()
-                self._wait_for_replica_online()
+                self.wait_until_writes_replicate(within_ms=1000)  # the replica's first sync is done
                 return
             except ServerError:
                 taken = any(server.ports_taken() for server in self.servers if not server.is_running())
@@ -337,25 +316,12 @@ class ClusterStores:
                 self.remove_data()
                 self._lay_out()
 
-    def _wait_for_replica_online(self, timeout: float = 60.0) -> None:
-        """Until the master reports its replica `state=online` (the first sync done). Writes
-        that wait for a replica (REDIS_WAIT_REPLICAS) time out until then: a cluster is ready
-        only when they can succeed."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if "state=online" in _redis_info(self.redis_master.port, "replication"):
-                return
-            time.sleep(0.1)
-        raise ServerError(
-            f"the Redis replica on port {self.redis_replica.port} did not finish its first sync with the "
-            f"master on port {self.redis_master.port} in {timeout:g} s; see {self.redis_replica.data_dir}"
-        )
-
     def wait_until_writes_replicate(self, within_ms: int, timeout: float = 120.0) -> None:
-        """Until a write to the master is confirmed by the replica within `within_ms` (what
-        capture's WAIT allows, REDIS_WAIT_TIMEOUT_MS) on a quiet cluster. Just after the cluster
-        starts and migrates, its servers' own start-up work can keep the replica from answering
-        that fast; a caller that needs WAIT to succeed, a test session above all, waits here."""
+        """Until a write to the master is confirmed by the replica within `within_ms`. `start`
+        waits so (the replica's first sync is done); a caller that needs capture's WAIT to succeed
+        within REDIS_WAIT_TIMEOUT_MS, a test session above all, waits again with that: just after
+        the cluster starts and migrates, its servers' own start-up work can keep the replica from
+        answering that fast."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             # WAIT counts the replicas that have this connection's writes: one connection for both.
