@@ -320,8 +320,8 @@ def make_worker(worker_env):
     """Start extra workers in a test; they are stopped (or were killed) at its end."""
     started: list[WorkerProcess] = []
 
-    def start(role: str | None = "ingestion", **env: str) -> WorkerProcess:
-        worker = WorkerProcess({**worker_env, **env}, role=role).start()
+    def start(role: str | None = "ingestion", concurrency: int = 1, **env: str) -> WorkerProcess:
+        worker = WorkerProcess({**worker_env, **env}, role=role, concurrency=concurrency).start()
         started.append(worker)
         return worker
 

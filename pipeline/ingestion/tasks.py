@@ -1,10 +1,10 @@
 """The ingestion task: captured requests, gathered into batches, through `ingest_messages`.
 
-Built on celery-batches: the worker buffers up to INGESTION_BATCH_MESSAGES messages or
-INGESTION_BATCH_EVENTS events (or what INGESTION_BATCH_SECONDS brought) and runs them together,
-so ClickHouse gets one INSERT per batch. Group commit shortens the wait when the pool has room:
-a buffer whose first message has waited INGESTION_BATCH_LINGER_SECONDS goes to a free pool
-process at once, and while every process is busy the buffer keeps growing until one returns.
+Built on celery-batches: the worker gathers up to INGESTION_BATCH_MESSAGES messages or
+INGESTION_BATCH_EVENTS events and runs them together, so ClickHouse gets one INSERT per batch.
+Group commit: what arrives waits in the consumer's backlog (backlog.py) until a pool process is
+free; a free process gets a whole batch at once, or whatever came once the first message has
+waited INGESTION_BATCH_LINGER_SECONDS, and the end of a burst is shared out between processes.
 
 Acknowledgement is our own, not celery-batches': a message is acked only once every event in it
 is stored, a duplicate, or in the dead-letter store. While a dependency is down the batch waits
@@ -37,6 +37,7 @@ from pipeline import locks
 from pipeline.celery_tasks import ACK_LATE, UPKEEP_RETRY, settle_database_connections, task
 from pipeline.errors import is_outage
 from pipeline.ingestion import isolation, journal, projects, publish
+from pipeline.ingestion.backlog import Backlog, BatchLimits
 from pipeline.ingestion.batch import dead_letter_messages, ingest_messages, set_aside
 from pipeline.ingestion.enqueue import publish_journaled, republish
 from pipeline.ingestion.message import INGEST_QUEUES, OVERFLOW_QUEUE, ReceivedRequest, from_wire, to_wire
@@ -67,32 +68,37 @@ class AckWhenStored(Batches):
     leave each message's body undecoded until its batch runs in a pool process (packed.py says
     why: the prefetched messages, decoded, were most of the main process's memory).
 
-    Group commit: once the buffer's first message has waited `flush_linger`, the buffer goes to
-    the pool if a process is free (fewer batches in flight than the pool has processes), or else
-    as soon as a batch returns. While the pool is saturated nothing changes: the size triggers
-    cut the batches, and `flush_interval` stays the upper bound on a message's wait. The count
-    of batches in flight changes in the consumer's main thread only: `flush` runs there (from a
-    message, a timer or a returning batch), and the prefork pool (Celery's AsynPool) reads its
-    processes' results in the consumer's event loop, calling `on_return` or `on_error` there.
-    A count gone wrong could only delay a flush to `flush_interval`, never lose a message."""
+    Group commit: messages wait in the consumer's backlog (backlog.py) until a pool process is
+    free, and a batch is cut only for a free process. A free process gets a batch once the
+    backlog holds a whole one, or once its first message has waited `flush_linger`; when a batch
+    returns, whatever has lingered goes at once. A backlog cut for a burst's end is shared out
+    between the processes (backlog.py says how), so none is left idle while another runs the
+    rest. `flush_interval` repeats the hand-over while messages wait, a bound on the wait should
+    a linger timer be lost. The count of batches in flight changes in the consumer's main thread
+    only: the hand-over runs there (from a message, a timer or a returning batch), and the
+    prefork pool (Celery's AsynPool) reads its processes' results in the consumer's event loop,
+    calling `on_return` or `on_error` there; billiard calls one of them for every batch, also for
+    a process that died or hit a time limit."""
 
     flush_events = 5_000
     flush_linger = 0.05
-    _buffered_events = 0  # in the buffer since the last flush
     _in_flight = 0  # batches handed to the pool, not yet returned
-    _lingered = False  # the buffer's first message has waited flush_linger
+    _lingered = False  # the backlog's first message has waited flush_linger
     _linger_tref = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._backlog: Backlog[Buffered] = Backlog(BatchLimits(self.flush_every, self.flush_events))
 
     def Strategy(self, task, app, consumer):
         """Called each time the consumer (re)starts, e.g. after the broker connection was lost.
 
         On a lost connection Celery clears the event loop's timer, and with it the repeating
-        flush; its handle `_tref` stays set, so no new timer would start and the buffer would
-        flush only on every `flush_every`-th message: a quiet queue stalls. The group commit's
-        linger timer goes the same way. Forget the dead handles, and re-arm both timers at once
-        for messages already buffered (they are kept: settling them on the new connection works,
-        and if it does not, the broker delivers them again after the visibility timeout and dedup
-        drops the copy).
+        hand-over; its handle `_tref` stays set, so no new timer would start and the backlog would
+        go only when it filled: a quiet queue stalls. The group commit's linger timer goes the
+        same way. Forget the dead handles, and re-arm both timers at once for messages already in
+        the backlog (they are kept: settling them on the new connection works, and if it does not,
+        the broker delivers them again after the visibility timeout and dedup drops the copy).
         """
         self._pool = consumer.pool
         for tref in (self._tref, self._linger_tref):
@@ -100,31 +106,41 @@ class AckWhenStored(Batches):
                 tref.cancel()
         self._tref = self._linger_tref = None
         self._lingered = False
-        if self._buffer.qsize() or self._pending.qsize():
-            logger.warning("consumer restarted with buffered messages; flushing them", messages=self._buffer.qsize())
+        if self._backlog:
+            logger.warning("consumer restarted with buffered messages; flushing them", messages=len(self._backlog))
             self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
             self._linger_tref = consumer.timer.call_after(self.flush_linger, self._on_linger)
 
         def on_message(message, body, ack, reject, callbacks, **kwargs) -> None:
             packed, events = pack(message)
-            self._buffer.put(Buffered(packed, message, ack, reject))
-            if self._tref is None:  # the first message starts the flush timer
+            self._backlog.add(Buffered(packed, message, ack, reject), events)
+            if self._tref is None:  # the first message starts the repeating hand-over
                 self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
             if self._linger_tref is None and not self._lingered:  # ...and its linger
                 self._linger_tref = consumer.timer.call_after(self.flush_linger, self._on_linger)
-            self._buffered_events += events
-            if not next(self._count) % self.flush_every or self._buffered_events >= self.flush_events:
-                self._do_flush()
+            if self._backlog.full():
+                self._hand_over()
 
         return on_message
 
     def _do_flush(self) -> None:
-        self._buffered_events = 0
-        if self._linger_tref is not None:
-            self._linger_tref.cancel()
-            self._linger_tref = None
+        """The repeating timer's hand-over (celery-batches' name for it)."""
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Cut a batch for each free pool process while messages wait, each no larger than the
+        backlog's share per process as it stood when the hand-over began."""
+        backlog = self._backlog
+        share = backlog.share(self._pool.num_processes)
+        while backlog and self._pool_has_room():
+            self.flush(backlog.take(share))
+        if backlog:
+            return  # the rest goes when a batch returns
         self._lingered = False
-        super()._do_flush()
+        for tref in (self._linger_tref, self._tref):
+            if tref is not None:
+                tref.cancel()
+        self._linger_tref = self._tref = None
 
     def _pool_has_room(self) -> bool:
         return self._in_flight < self._pool.num_processes
@@ -132,13 +148,12 @@ class AckWhenStored(Batches):
     def _on_linger(self) -> None:
         self._linger_tref = None
         self._lingered = True
-        if self._pool_has_room():
-            self._do_flush()
+        self._hand_over()
 
     def _on_batch_returned(self) -> None:
         self._in_flight -= 1
-        if self._lingered and self._pool_has_room():
-            self._do_flush()
+        if self._lingered or self._backlog.full():
+            self._hand_over()
 
     def flush(self, requests: list["Buffered"]):
         packed = ([request.packed for request in requests],)

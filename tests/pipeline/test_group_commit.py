@@ -1,6 +1,7 @@
 """Group commit in the ingestion worker (pipeline/ingestion/tasks.py, AckWhenStored): a message
 goes to a free pool process after INGESTION_BATCH_LINGER_SECONDS rather than the batch interval,
-and what arrives while every process is busy waits for one to return, then goes as one batch."""
+and what arrives while every process is busy waits for one to return, then goes as one batch,
+or, when it is more than a batch, in cuts shared between the processes."""
 
 import time
 
@@ -79,3 +80,66 @@ def test_messages_that_come_while_the_pool_is_busy_go_as_one_batch(project, serv
     assert_stored_exactly_once(project.id, sent, timeout=120)
     wait_until(lambda: batch_sizes(worker.log.read_text())[1:], 30, "the second batch's line", worker.tail)
     assert batch_sizes(worker.log.read_text()) == [1, 10], worker.tail()
+
+
+def retrying_batches(log: str) -> set[str]:
+    """The task ids of the batches that logged a retry, in a worker logging JSON."""
+    ids = set()
+    for line in log.splitlines():
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("event") == "dependency down, retrying ingestion batch":
+            ids.add(record.get("task_id"))
+    return ids
+
+
+def test_a_backlog_is_cut_for_free_processes_and_its_end_shared_between_them(project, servers, make_worker):
+    """Both pool processes are held by batches retrying against a ClickHouse that is down while
+    30 messages of 100 events arrive. None is handed to the busy pool: they wait in the
+    consumer's backlog, and each returning process gets a cut of it, a batch at most
+    (INGESTION_BATCH_EVENTS 1,000) and half of what waits at most, never under a tenth of a
+    batch: 3,000 events go as 1,000 + 1,000 + 500 + 300 + 100 + 100 (pipeline/ingestion/
+    backlog.py). Handed over as they came, they would have gone as three batches of 1,000, the
+    last on one process while the other had nothing to do."""
+    from redis import Redis
+
+    broker = servers["redis"].url[:-1] + "14"  # a broker database of its own: no other worker
+    worker = make_worker(
+        "ingestion",
+        concurrency=2,
+        CELERY_BROKER_URL=broker,
+        INGESTION_BATCH_SECONDS=BATCH_SECONDS,
+        INGESTION_BATCH_MESSAGES="1000",
+        INGESTION_BATCH_EVENTS="1000",
+        INGESTION_BATCH_LINGER_SECONDS="0.01",
+        LOG_FORMAT="json",
+        LOG_LEVEL="INFO",
+    )
+    clickhouse = servers["clickhouse"]
+    sent: list[dict] = []
+    clickhouse.stop()
+    try:
+        for n in (1, 2):  # one batch per process, each retrying
+            events = make_events(1, prefix=f"holding-{n}")
+            publish_ingest(broker, project, events)
+            sent += events
+            wait_until(
+                lambda n=n: len(retrying_batches(worker.log.read_text())) >= n,
+                30,
+                f"batch {n}'s retry",
+                worker.tail,
+            )
+        for n in range(30):
+            events = make_events(100, prefix=f"backlog-{n}")
+            publish_ingest(broker, project, events)
+            sent += events
+        queue = Redis.from_url(broker)
+        wait_until(lambda: queue.llen("ingestion") == 0, 30, "the worker to take every message", worker.tail)
+        time.sleep(0.5)
+    finally:
+        clickhouse.start()
+    assert_stored_exactly_once(project.id, sent, timeout=120)
+    wait_until(lambda: len(batch_sizes(worker.log.read_text())) >= 8, 30, "every batch's line", worker.tail)
+    assert sorted(batch_sizes(worker.log.read_text())) == [1, 1, 1, 1, 3, 5, 10, 10], worker.tail()
