@@ -18,8 +18,12 @@ from bklog_app.models import Project
 class Person(models.Model):
     uuid = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # No index of its own: person_project_created starts with the project (the cascade from a
-    # deleted project, the persons list), and every index is written for each new person.
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="persons", db_index=False)
+    # deleted project, the persons list), and every index is written for each new person. No
+    # foreign key constraint either: the database checks the project once per statement instead
+    # of once per row (migration 0003, `PROJECT_CHECKS`).
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="persons", db_index=False, db_constraint=False
+    )
     properties = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now, help_text="Timestamp of the person's first event.")
     is_identified = models.BooleanField(default=False)
@@ -33,8 +37,11 @@ class Person(models.Model):
 
 
 class PersonDistinctId(models.Model):
-    # No index of its own: unique_distinct_id_per_project starts with the project.
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="person_distinct_ids", db_index=False)
+    # No index of its own: unique_distinct_id_per_project starts with the project. Checked as
+    # Person.project is.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="person_distinct_ids", db_index=False, db_constraint=False
+    )
     distinct_id = models.CharField(max_length=400)
     person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="distinct_ids")
 
