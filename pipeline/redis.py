@@ -50,12 +50,19 @@ def sentinel_addresses(url: str) -> tuple[list[tuple[str, int]], int]:
 def connect(url: str, **options) -> redis.Redis:
     """A new client of the server, or of the Sentinels' current master, at `url`; `options`
     (redis-py's) override the defaults, e.g. `socket_timeout=None` for a blocking reader."""
-    options = {**_CLIENT_OPTIONS, **options}
+    options = {**_CLIENT_OPTIONS, "socket_timeout": socket_timeout(), **options}
     if not is_sentinel_url(url):
         return redis.Redis.from_url(url, **options)
     addresses, db = sentinel_addresses(url)
     sentinel = Sentinel(addresses, socket_timeout=1, socket_connect_timeout=1)
     return sentinel.master_for(settings.REDIS_SENTINEL_MASTER, db=db, **options)
+
+
+def socket_timeout() -> float:
+    """How long a command may wait for its reply: 5 s, or longer than capture's replication WAIT
+    (REDIS_WAIT_TIMEOUT_MS) when that is longer, so that a WAIT which runs out answers as one
+    (capture's 503 that says the replicas did not confirm) instead of as a dead connection."""
+    return max(_CLIENT_OPTIONS["socket_timeout"], settings.REDIS_WAIT_TIMEOUT_MS / 1000 + 1)
 
 
 @lru_cache(maxsize=4)

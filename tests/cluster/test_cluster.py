@@ -128,6 +128,26 @@ def test_capture_answers_503_while_no_replica_confirms_and_200_again_after(clust
     assert statuses[-1] == 200, statuses
 
 
+def test_a_replication_wait_longer_than_the_socket_timeout_still_answers_503(cluster, client, project, settings):
+    """REDIS_WAIT_TIMEOUT_MS past the Redis client's usual 5 s socket timeout: the clients wait
+    longer than the WAIT (pipeline/redis.py `socket_timeout`), so capture answers the 503 that
+    names replication, not a socket timeout."""
+    from pipeline.redis import _client_for
+
+    usual = settings.REDIS_WAIT_TIMEOUT_MS
+    settings.REDIS_WAIT_TIMEOUT_MS = 5_500
+    _client_for.cache_clear()  # clients made with the 5 s timeout are forgotten
+    cluster.redis_replica.stop()
+    try:
+        response = post_batch(client, project.api_token, [{"event": "e", "distinct_id": "d"}])
+        assert response.status_code == 503
+        assert "did not confirm the events" in response.json()["detail"]
+    finally:
+        cluster.redis_replica.start()
+        _client_for.cache_clear()
+    cluster.wait_until_writes_replicate(within_ms=usual)  # for the tests that follow
+
+
 def test_a_master_failover_is_followed_without_a_restart(cluster, client, project, celery_worker):
     """Kill the Redis master: Sentinel promotes the replica, capture and the session's worker find
     it on their own, and nothing accepted before or after is lost. The old master comes back as a
