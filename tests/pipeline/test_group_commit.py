@@ -4,6 +4,7 @@ and what arrives while every process is busy waits for one to return, then goes 
 or, when it is more than a batch, in cuts shared between the processes."""
 
 import time
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -17,17 +18,20 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 BATCH_SECONDS = "600"
 
 
-def batch_sizes(log: str) -> list[int]:
-    """The `messages` of each `ingested batch` line of a worker logging JSON."""
-    sizes = []
+def log_records(log: str) -> Iterator[dict]:
+    """The records of a worker logging JSON, one per line; other lines skipped."""
     for line in log.splitlines():
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
-        if isinstance(record, dict) and record.get("event") == "ingested batch":
-            sizes.append(record["messages"])
-    return sizes
+        if isinstance(record, dict):
+            yield record
+
+
+def batch_sizes(log: str) -> list[int]:
+    """The `messages` of each `ingested batch` line."""
+    return [record["messages"] for record in log_records(log) if record.get("event") == "ingested batch"]
 
 
 def test_a_lone_message_is_stored_without_waiting_for_the_batch_interval(project, servers, make_worker):
@@ -83,16 +87,9 @@ def test_messages_that_come_while_the_pool_is_busy_go_as_one_batch(project, serv
 
 
 def retrying_batches(log: str) -> set[str]:
-    """The task ids of the batches that logged a retry, in a worker logging JSON."""
-    ids = set()
-    for line in log.splitlines():
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("event") == "dependency down, retrying ingestion batch":
-            ids.add(record.get("task_id"))
-    return ids
+    """The task ids of the batches that logged a retry."""
+    retry = "dependency down, retrying ingestion batch"
+    return {record.get("task_id") for record in log_records(log) if record.get("event") == retry}
 
 
 def test_a_backlog_is_cut_for_free_processes_and_its_end_shared_between_them(project, servers, make_worker):
