@@ -56,12 +56,26 @@ def test_deleting_a_project_deletes_its_persons():
     assert not PersonDistinctId.objects.filter(distinct_id="someone").exists()
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="on SQLite the persons go with the project")
 def test_deleting_a_project_row_that_persons_still_name_is_refused():
     project = make_project()
     Person.objects.create(project=project)
     with pytest.raises(IntegrityError, match="persons"), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM bklog_app_project WHERE id = %s", [project.id])
     assert Project.objects.filter(pk=project.pk).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="on PostgreSQL the deletion is refused")
+def test_deleting_a_project_row_deletes_the_persons_that_name_it():
+    """SQLite has no deferred triggers, and Django empties a SQLite database with a DELETE per
+    table in any order: the persons go with their project, as an ON DELETE CASCADE would."""
+    project = make_project()
+    person = Person.objects.create(project=project)
+    PersonDistinctId.objects.create(project=project, distinct_id="someone", person=person)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM bklog_app_project WHERE id = %s", [project.id])
+    assert not Person.objects.filter(pk=person.pk).exists()
+    assert not PersonDistinctId.objects.filter(distinct_id="someone").exists()
 
 
 def test_the_ingestion_writes_check_their_project():

@@ -14,7 +14,8 @@
 # and fails, and is tried again.
 #
 # SQLite has no statement-level triggers with transition tables: row-level ones do the same
-# checks there (one writer at a time, so no lock is needed). SQLite rebuilds a table to alter a
+# checks there (one writer at a time, so no lock is needed), except that a deleted project's
+# persons are deleted with it rather than the deletion refused (see below). SQLite rebuilds a table to alter a
 # column, which drops its triggers: a later migration that alters either persons table or the
 # project table must create them again (tests/persons/test_project_checks.py fails if one is
 # missing).
@@ -88,11 +89,15 @@ CREATE TRIGGER {table}_project_on_{event} BEFORE {event_sql} ON {table}
     BEGIN SELECT RAISE(ABORT, 'FOREIGN KEY constraint failed: {table} names a project that does not exist'); END
 """
 
+# SQLite has no deferred triggers, and Django empties a SQLite database (a test's flush) with a
+# DELETE per table in no particular order: refusing the project's deletion there would refuse
+# that. A deleted project's persons go with it instead, as an ON DELETE CASCADE would.
 _SQLITE_DELETE_TRIGGER = """
-CREATE TRIGGER persons_check_deleted_projects BEFORE DELETE ON bklog_app_project
-    WHEN EXISTS (SELECT 1 FROM persons_person WHERE project_id = OLD.id)
-      OR EXISTS (SELECT 1 FROM persons_persondistinctid WHERE project_id = OLD.id)
-    BEGIN SELECT RAISE(ABORT, 'FOREIGN KEY constraint failed: the project still has persons'); END
+CREATE TRIGGER persons_check_deleted_projects AFTER DELETE ON bklog_app_project
+    BEGIN
+        DELETE FROM persons_persondistinctid WHERE project_id = OLD.id;
+        DELETE FROM persons_person WHERE project_id = OLD.id;
+    END
 """
 
 
