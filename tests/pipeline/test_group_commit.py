@@ -34,16 +34,18 @@ def batch_sizes(log: str) -> list[int]:
     return [record["messages"] for record in log_records(log) if record.get("event") == "ingested batch"]
 
 
+def grouping_worker(make_worker, broker: str, concurrency: int = 1, **env: str):
+    """An ingestion worker on a broker database of its own, logging JSON, whose batches are cut
+    by group commit alone: the batch interval and message limit are far beyond the tests."""
+    settings = {"INGESTION_BATCH_SECONDS": BATCH_SECONDS, "INGESTION_BATCH_MESSAGES": "1000", **env}
+    return make_worker(
+        "ingestion", concurrency=concurrency, CELERY_BROKER_URL=broker, LOG_FORMAT="json", LOG_LEVEL="INFO", **settings
+    )
+
+
 def test_a_lone_message_is_stored_without_waiting_for_the_batch_interval(project, servers, make_worker):
     broker = servers["redis"].url[:-1] + "10"  # a broker database of its own: no other worker
-    worker = make_worker(
-        "ingestion",
-        CELERY_BROKER_URL=broker,
-        INGESTION_BATCH_SECONDS=BATCH_SECONDS,
-        INGESTION_BATCH_MESSAGES="1000",
-        LOG_FORMAT="json",
-        LOG_LEVEL="INFO",
-    )
+    worker = grouping_worker(make_worker, broker)
     first = make_events(1, prefix="lone")
     publish_ingest(broker, project, first)
     assert_stored_exactly_once(project.id, first, timeout=60)
@@ -59,15 +61,7 @@ def test_messages_that_come_while_the_pool_is_busy_go_as_one_batch(project, serv
     down; ten messages come one by one meanwhile, each well past the linger. When the first
     batch returns, the ten go together, without waiting for the batch interval."""
     broker = servers["redis"].url[:-1] + "15"  # a broker database of its own: no other worker
-    worker = make_worker(
-        "ingestion",
-        CELERY_BROKER_URL=broker,
-        INGESTION_BATCH_SECONDS=BATCH_SECONDS,
-        INGESTION_BATCH_MESSAGES="1000",
-        INGESTION_BATCH_LINGER_SECONDS="0.01",
-        LOG_FORMAT="json",
-        LOG_LEVEL="INFO",
-    )
+    worker = grouping_worker(make_worker, broker, INGESTION_BATCH_LINGER_SECONDS="0.01")
     clickhouse = servers["clickhouse"]
     sent = make_events(1, prefix="busy")
     clickhouse.stop()
@@ -103,16 +97,8 @@ def test_a_backlog_is_cut_for_free_processes_and_its_end_shared_between_them(pro
     from redis import Redis
 
     broker = servers["redis"].url[:-1] + "14"  # a broker database of its own: no other worker
-    worker = make_worker(
-        "ingestion",
-        concurrency=2,
-        CELERY_BROKER_URL=broker,
-        INGESTION_BATCH_SECONDS=BATCH_SECONDS,
-        INGESTION_BATCH_MESSAGES="1000",
-        INGESTION_BATCH_EVENTS="1000",
-        INGESTION_BATCH_LINGER_SECONDS="0.01",
-        LOG_FORMAT="json",
-        LOG_LEVEL="INFO",
+    worker = grouping_worker(
+        make_worker, broker, concurrency=2, INGESTION_BATCH_EVENTS="1000", INGESTION_BATCH_LINGER_SECONDS="0.01"
     )
     clickhouse = servers["clickhouse"]
     sent: list[dict] = []

@@ -21,6 +21,7 @@
 # missing).
 
 import django.db.models.deletion
+from django.core.exceptions import ImproperlyConfigured
 from django.db import migrations, models
 
 _TABLES = ("persons_person", "persons_persondistinctid")
@@ -114,7 +115,7 @@ def _statements(vendor: str) -> list[str]:
             for table in _TABLES
             for event, event_sql in (("insert", "INSERT"), ("update", "UPDATE OF project_id"))
         ]
-    raise NotImplementedError(f"no project checks for the {vendor} database: bklog runs on PostgreSQL or SQLite")
+    raise ImproperlyConfigured(f"bklog runs on PostgreSQL or SQLite, not {vendor}: see DATABASE_URL in the README")
 
 
 def _execute(schema_editor, statements) -> None:
