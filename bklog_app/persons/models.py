@@ -20,7 +20,7 @@ class Person(models.Model):
     # No index of its own: person_project_created starts with the project (the cascade from a
     # deleted project, the persons list), and every index is written for each new person. No
     # foreign key constraint either: the database checks the project once per statement instead
-    # of once per row (migration 0003, `PROJECT_CHECKS`).
+    # of once per row (migration 0003_project_checked_per_statement).
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="persons", db_index=False, db_constraint=False
     )

@@ -15,10 +15,10 @@
 #
 # SQLite has no statement-level triggers with transition tables: row-level ones do the same
 # checks there (one writer at a time, so no lock is needed), except that a deleted project's
-# persons are deleted with it rather than the deletion refused (see below). SQLite rebuilds a table to alter a
-# column, which drops its triggers: a later migration that alters either persons table or the
-# project table must create them again (tests/persons/test_project_checks.py fails if one is
-# missing).
+# persons are deleted with it rather than the deletion refused (see below). SQLite rebuilds a
+# table to alter a column, which drops its triggers: a later migration that alters either
+# persons table or the project table must create them again (tests/persons/test_project_checks.py
+# fails if one is missing).
 
 import django.db.models.deletion
 from django.core.exceptions import ImproperlyConfigured
