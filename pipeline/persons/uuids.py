@@ -6,18 +6,42 @@ anywhere in the primary key's B-tree, so with millions of persons each insert to
 is rarely in PostgreSQL's buffers; keys that grow with time land together at the tree's right
 edge. Two persons made in the same millisecond differ in their 74 random bits, as two version 4
 UUIDs differ in their 122.
+
+A batch makes thousands, inside its persons lock (pipeline/persons/store.py), so each costs
+little: the random bits come from the operating system a few hundred uuids' worth at a time, and
+the UUID is built as `uuid.UUID` builds its own from an int it trusts. The pool is dropped in a
+forked child (the prefork pool's processes), which would otherwise hand out its parent's bits.
 """
 
 import os
 import time
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 _RANDOM_BITS = (1 << 80) - 1 & ~(0xF << 76) & ~(0b11 << 62)  # all but the version and variant
 _VERSION_7 = 0x7 << 76
 _VARIANT_RFC = 0b10 << 62
+_RANDOM_BYTES = 10
+_POOL_UUIDS = 256
+
+_pool = b""
+_taken = 0
 
 
 def uuid7() -> UUID:
-    millis = time.time_ns() // 1_000_000
-    random = int.from_bytes(os.urandom(10), "big") & _RANDOM_BITS
-    return UUID(int=millis << 80 | _VERSION_7 | _VARIANT_RFC | random)
+    global _pool, _taken
+    if _taken >= len(_pool):
+        _pool, _taken = os.urandom(_RANDOM_BYTES * _POOL_UUIDS), 0
+    random = int.from_bytes(_pool[_taken : _taken + _RANDOM_BYTES]) & _RANDOM_BITS
+    _taken += _RANDOM_BYTES
+    made = object.__new__(UUID)
+    object.__setattr__(made, "int", time.time_ns() // 1_000_000 << 80 | _VERSION_7 | _VARIANT_RFC | random)
+    object.__setattr__(made, "is_safe", SafeUUID.unknown)
+    return made
+
+
+def _forget_pool() -> None:
+    global _pool, _taken
+    _pool, _taken = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)

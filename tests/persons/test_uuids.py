@@ -1,9 +1,12 @@
 """New persons get version 7 uuids (pipeline/persons/uuids.py): time first, then random."""
 
+import os
 import time
-from uuid import RFC_4122
+from uuid import RFC_4122, UUID
 
 from pipeline.persons.uuids import uuid7
+
+RANDOM_BITS = 0xFFF << 64 | (1 << 62) - 1  # rand_a and rand_b: all but the time, version and variant
 
 
 def test_a_uuid7_starts_with_the_time_and_keeps_version_and_variant():
@@ -19,3 +22,25 @@ def test_a_uuid7_starts_with_the_time_and_keeps_version_and_variant():
     later = uuid7()
     time.sleep(0.002)
     assert uuid7() > later  # a later millisecond sorts after
+
+
+def test_a_forked_child_does_not_reuse_its_parents_random_bits():
+    uuid7()  # the parent's pool holds the bits of its next uuids
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's result is checked by the parent)
+        os.write(write_end, uuid7().bytes)
+        os._exit(0)
+    os.waitpid(child, 0)
+    childs = UUID(bytes=os.read(read_end, 16))
+    os.close(read_end)
+    os.close(write_end)
+
+    parents = uuid7()
+    assert childs.int & RANDOM_BITS != parents.int & RANDOM_BITS
+
+
+def test_uuids_past_one_pool_of_random_bits_stay_unique():
+    made = [uuid7() for _ in range(3 * 256 + 7)]
+    assert len({uuid.int & RANDOM_BITS for uuid in made}) == len(made)
+    assert all(uuid == UUID(str(uuid)) and uuid.version == 7 for uuid in made)
