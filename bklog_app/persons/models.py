@@ -43,7 +43,9 @@ class PersonDistinctId(models.Model):
         Project, on_delete=models.CASCADE, related_name="person_distinct_ids", db_index=False, db_constraint=False
     )
     distinct_id = models.CharField(max_length=400)
-    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="distinct_ids")
+    # No foreign key constraint: the database checks the person once per statement, and does not
+    # lock the persons the same transaction created (migration 0004_person_checked_per_statement).
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="distinct_ids", db_constraint=False)
 
     class Meta:
         constraints = [

@@ -103,7 +103,11 @@ def write(batch: dict[int, tuple[BatchState, Changes]], on_commit: Callable[[], 
     for state, changes in batch.values():
         expected.update(changes.expected_versions(state))
     try:
-        with transaction.atomic():
+        # No savepoint inside the batch's transaction (one_batch_at_a_time): the persons inserted
+        # here then carry the transaction's own id, by which the distinct ids' check (migration
+        # 0004_person_checked_per_statement) knows it need not lock them. A failure still rolls
+        # back the whole batch's transaction, which `Conflict` recomputes anyway.
+        with transaction.atomic(savepoint=False):
             if on_commit is not None:
                 transaction.on_commit(on_commit)
             _lock_and_check(expected)

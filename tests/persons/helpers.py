@@ -1,8 +1,11 @@
-"""Events as ingestion step 6 receives them, and a way to run step 6 and keep its warnings."""
+"""Events as ingestion step 6 receives them, a way to run step 6 and keep its warnings, and a
+statement that waits on another transaction's lock."""
 
+import threading
 import uuid
 
 import orjson
+import psycopg
 
 from pipeline.persons.resolve import resolve_persons
 
@@ -57,3 +60,30 @@ def api_events(api_client, project_id: int, count: int, timeout: float = 30.0) -
 
 def at(second: int) -> str:
     return f"2024-03-01T10:00:{second:02d}.000Z"
+
+
+class Blocked:
+    """A statement run on a connection of its own, in a thread, while the test's own transaction
+    holds a lock it needs: `waits()` says whether it is still waiting, `outcome()` what it ended
+    with once the test's transaction has ended (None, or the exception it raised)."""
+
+    def __init__(self, url: str, sql: str, params: list) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(url, sql, params))
+        self._thread.start()
+
+    def _run(self, url: str, sql: str, params: list) -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as connection:
+                connection.execute(sql, params)
+        except BaseException as exc:
+            self._error = exc
+
+    def waits(self) -> bool:
+        self._thread.join(timeout=1)
+        return self._thread.is_alive()
+
+    def outcome(self) -> BaseException | None:
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "the statement still waits after the lock's transaction ended"
+        return self._error

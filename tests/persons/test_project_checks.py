@@ -2,7 +2,6 @@
 once per statement instead of once per row (bklog_app/persons/migrations/0003). These are the
 guarantees the constraint gave, on the database the tests run on."""
 
-import threading
 import uuid
 from types import SimpleNamespace
 
@@ -15,6 +14,7 @@ from bklog_app.models import Project
 from bklog_app.persons.models import Person, PersonDistinctId
 from pipeline.persons import rows
 from tests.factories import make_project
+from tests.persons.helpers import Blocked
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -102,22 +102,10 @@ def test_a_project_deleted_while_a_batch_writes_its_persons_keeps_them_and_itsel
     with psycopg.connect(url) as batch:
         batch.execute("INSERT INTO persons_person (uuid, project_id, properties, created_at, is_identified, version)"
                       " VALUES (%s, %s, '{}', now(), false, 0)", [uuid.uuid4(), project.id])  # fmt: skip
-        outcome: dict[str, BaseException | None] = {}
-
-        def delete_project() -> None:
-            try:
-                with psycopg.connect(url, autocommit=True) as deleter:
-                    deleter.execute("DELETE FROM bklog_app_project WHERE id = %s", [project.id])
-                outcome["error"] = None
-            except BaseException as exc:
-                outcome["error"] = exc
-
-        deleting = threading.Thread(target=delete_project)
-        deleting.start()
-        deleting.join(timeout=1)
-        assert deleting.is_alive(), "the deletion did not wait for the batch's lock on the project"
+        deleting = Blocked(url, "DELETE FROM bklog_app_project WHERE id = %s", [project.id])
+        assert deleting.waits(), "the deletion did not wait for the batch's lock on the project"
         batch.commit()
-        deleting.join(timeout=30)
-    assert isinstance(outcome.get("error"), psycopg.errors.ForeignKeyViolation), outcome
+        error = deleting.outcome()
+    assert isinstance(error, psycopg.errors.ForeignKeyViolation), error
     assert Project.objects.filter(pk=project.pk).exists()
     assert Person.objects.filter(project=project).count() == 1
