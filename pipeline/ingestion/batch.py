@@ -40,6 +40,7 @@ from pipeline.plugins.registry import load_project_plugins
 from pipeline.privacy.suppression import SuppressionCheck
 from pipeline.redis import get_redis
 from pipeline.storage.events import EventRow, insert_events, ms_to_iso
+from pipeline.uuids import parse_canonical
 
 logger = structlog.get_logger(__name__)
 
@@ -198,7 +199,7 @@ def _steps_2_to_5(
         except ValueError:
             records.warn(project.id, "skipping_event_invalid_uuid", None, {"uuid": str(sent_uuid)[:100]})
             return None
-        parsed_uuid = uuid_module.UUID(event_uuid)
+        parsed_uuid = parse_canonical(event_uuid)
 
     # Step 3: timestamp.
     progress["step"] = "timestamp"

@@ -37,11 +37,12 @@ def _parse_text(value: str) -> datetime | None:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)  # made once: building it took two thirds of each call
 
 
 def to_ms(value: datetime) -> int:
     """Epoch milliseconds, truncated (exact integer arithmetic, no float rounding)."""
-    return (value - EPOCH) // timedelta(milliseconds=1)
+    return (value - EPOCH) // _ONE_MS
 
 
 def resolve_timestamp(event: dict, now: datetime, sent_at: str | None) -> tuple[datetime, list[tuple[str, dict]]]:

@@ -20,7 +20,7 @@ from pipeline.persons.properties import (
     merged_properties,
     updates_from,
 )
-from pipeline.persons.uuids import uuid7
+from pipeline.uuids import uuid7
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from bklog_app.persons.models import Person, PersonDistinctId
 from pipeline.persons import rows
-from pipeline.persons.uuids import uuid7
+from pipeline.uuids import uuid7
 from tests.factories import make_project
 from tests.persons.helpers import Blocked
 

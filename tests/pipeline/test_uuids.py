@@ -1,10 +1,12 @@
-"""New persons get version 7 uuids (pipeline/persons/uuids.py): time first, then random."""
+"""pipeline/uuids.py: new persons' version 7 uuids (time first, then random), and UUIDs built from
+their integer or canonical string."""
 
 import os
+import pickle
 import time
-from uuid import RFC_4122, UUID
+from uuid import RFC_4122, UUID, uuid4
 
-from pipeline.persons.uuids import uuid7
+from pipeline.uuids import from_int, parse_canonical, uuid7
 
 RANDOM_BITS = 0xFFF << 64 | (1 << 62) - 1  # rand_a and rand_b: all but the time, version and variant
 
@@ -44,3 +46,11 @@ def test_uuids_past_one_pool_of_random_bits_stay_unique():
     made = [uuid7() for _ in range(3 * 256 + 7)]
     assert len({uuid.int & RANDOM_BITS for uuid in made}) == len(made)
     assert all(uuid == UUID(str(uuid)) and uuid.version == 7 for uuid in made)
+
+
+def test_a_uuid_built_from_its_int_or_canonical_string_is_the_standard_librarys():
+    for made in [uuid4() for _ in range(100)] + [UUID(int=0), UUID(int=(1 << 128) - 1)]:
+        for ours in (from_int(made.int), parse_canonical(str(made))):
+            assert ours == made and hash(ours) == hash(made)
+            assert (str(ours), ours.hex, ours.version, ours.bytes) == (str(made), made.hex, made.version, made.bytes)
+            assert pickle.loads(pickle.dumps(ours)) == made  # noqa: S301 (our own bytes)
