@@ -34,7 +34,7 @@ from pipeline.ingestion.records import BatchRecords
 from pipeline.ingestion.status import record_ingested
 from pipeline.ingestion.timestamps import parse_iso, parse_request_time, resolve_timestamp, to_ms
 from pipeline.persons.resolve import resolve_batch
-from pipeline.plugins.chain import run_process_event_chain
+from pipeline.plugins.chain import Chains
 from pipeline.plugins.dispatch import dispatch_stored_events, wants_stored_events
 from pipeline.plugins.registry import load_project_plugins
 from pipeline.privacy.suppression import SuppressionCheck
@@ -79,33 +79,36 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
     normalised: list[_Normalised] = []
     projects = _resolve_projects(messages)
     suppressed.load(project.id for project in projects.values() if project is not None)
-    for message in messages:
-        project = projects[(message.get("token"), message.get("project_id"))]
-        events = message.get("events") or []
-        report.received += len(events)
-        if project is None:
-            report.dropped += len(events)
-            logger.warning(
-                "dropping events of an unknown project token",
-                token=str(message.get("token"))[:12] + "...",
-                events=len(events),
-            )
-            continue
-        context = context_of(message)  # the same for every event of the request: its dead letters share it
-        for raw in events:
-            progress = {"step": "uuid"}
-            try:
-                result = _steps_2_to_5(raw, message, project, records, progress, report.chain_costs, suppressed)
-            except Exception as exc:
-                if is_outage(exc):
-                    raise
-                records.dead_letter(project.id, progress["step"], exc, raw, context)
-                report.dead_lettered += 1
+    with Chains() as chains:  # one series of plugin calls for the batch's step 4
+        for message in messages:
+            project = projects[(message.get("token"), message.get("project_id"))]
+            events = message.get("events") or []
+            report.received += len(events)
+            if project is None:
+                report.dropped += len(events)
+                logger.warning(
+                    "dropping events of an unknown project token",
+                    token=str(message.get("token"))[:12] + "...",
+                    events=len(events),
+                )
                 continue
-            if result is None:
-                report.dropped += 1
-            else:
-                normalised.append(_Normalised(message["id"], project, *result, raw, context))
+            context = context_of(message)  # the same for every event of the request: its dead letters share it
+            for raw in events:
+                progress = {"step": "uuid"}
+                try:
+                    result = _steps_2_to_5(
+                        raw, message, project, records, progress, report.chain_costs, suppressed, chains
+                    )
+                except Exception as exc:
+                    if is_outage(exc):
+                        raise
+                    records.dead_letter(project.id, progress["step"], exc, raw, context)
+                    report.dead_lettered += 1
+                    continue
+                if result is None:
+                    report.dropped += 1
+                else:
+                    normalised.append(_Normalised(message["id"], project, *result, raw, context))
 
     rows = _step_6_persons(normalised, records)
     # The Redis writes that follow the INSERT, sent together: dedup's confirmation first.
@@ -185,6 +188,7 @@ def _steps_2_to_5(
     progress: dict,
     costs: dict[int, ChainCost],
     suppressed: SuppressionCheck,
+    chains: Chains,
 ) -> tuple[uuid_module.UUID, dict] | None:
     """Return the event's uuid and the normalised event, or None when it is dropped. `progress`
     names the step."""
@@ -232,7 +236,7 @@ def _steps_2_to_5(
         "$set_once": raw.get("$set_once"),
     }
     started = time.perf_counter()
-    chain = run_process_event_chain(project.id, plugin_event)
+    chain = chains.run(project.id, plugin_event)
     if chain.succeeded or chain.failed:
         cost = costs.get(project.id) or costs.setdefault(project.id, ChainCost())
         cost.events += 1

@@ -1,6 +1,7 @@
 """The chain (pipeline/plugins/chain.py): plugins change the chain's own copy of the event, what a
-plugin changed before it raised is undone, whatever it put in the event, and the calls over one
-event, one series (registry.PluginCalls), keep each call's own limits and log."""
+plugin changed before it raised is undone, whatever it put in the event, the calls over one
+event, one series (registry.PluginCalls), keep each call's own limits and log, and a batch's
+series (`Chains`) runs each event as a chain of its own would."""
 
 import copy
 import sys
@@ -10,7 +11,8 @@ import pytest
 
 from bklog_app.plugins.models import PluginConfig, PluginLogEntry
 from pipeline.plugins import registry
-from pipeline.plugins.chain import run_process_event_chain
+from pipeline.plugins.chain import Chains, run_process_event_chain
+from tests.factories import make_project
 from tests.plugins.test_limits import RECURSIVE
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -183,7 +185,69 @@ def test_a_chain_leaves_the_recursion_limit_and_the_lock_as_it_found_them(projec
     assert result.failed == [f"Runaway ({runaway['id']})"]
     assert PluginConfig.objects.get(pk=runaway["id"]).error["name"] == "RecursionError"
     assert sys.getrecursionlimit() == before
-    taken = []  # the reload thread tears instances down under the lock: it must be free again
+    assert _lock_is_free()  # the reload thread tears instances down under the lock
+
+
+# --- one series for a batch's events (Chains) --------------------------------------------
+
+
+def test_a_config_disabled_during_a_batch_is_not_called_for_its_later_events(project, local_plugin, install, settings):
+    settings.PLUGIN_AUTO_DISABLE_AFTER_FAILURES = 2
+    failing = local_plugin("def process_event(event, meta):\n    print('called')\n    raise ValueError('always')\n")
+    _, config = install({"source_type": "local", "path": failing, "name": "Failing"})
+
+    with Chains() as chains:
+        results = [chains.run(project.id, _event(project)) for _ in range(4)]
+
+    assert [result.failed for result in results] == [[f"Failing ({config['id']})"]] * 2 + [[]] * 2
+    assert _console_lines(config["id"]) == ["called"] * 2
+    assert PluginConfig.objects.get(pk=config["id"]).enabled is False
+
+
+_SET_UP_THEN_MARK = """
+def setup_plugin(meta):
+    print("set up")
+
+def process_event(event, meta):
+    event["properties"]["marked"] = True
+    return event
+"""
+
+
+def test_an_instance_evicted_during_a_batch_is_set_up_again_for_its_next_event(
+    project, local_plugin, install, settings
+):
+    settings.PLUGIN_MAX_LIVE_INSTANCES = 1  # each project's instance evicts the other's
+    plugin, first = install({"source_type": "local", "path": local_plugin(_SET_UP_THEN_MARK), "name": "Mark"})
+    other = make_project(project.organization)
+    second = PluginConfig.objects.create(project=other, plugin_id=plugin["id"], enabled=True)
+
+    with Chains() as chains:
+        results = [chains.run(p.id, {**_event(p), "team_id": p.id}) for p in (project, other) * 2]
+
+    assert [result.succeeded for result in results] == [[f"Mark ({first['id']})"], [f"Mark ({second.pk})"]] * 2
+    assert all(result.event["properties"]["marked"] for result in results)
+    assert _console_lines(first["id"]) == ["set up"] * 2
+    assert _console_lines(second.pk) == ["set up"] * 2
+
+
+def test_a_batch_finds_each_projects_chain_once_and_frees_the_lock_after(project, local_plugin, install, monkeypatch):
+    install({"source_type": "local", "path": local_plugin(_SET_UP_THEN_MARK), "name": "Mark"})
+    looked_up = []
+    project_plugins = registry.project_plugins
+    monkeypatch.setattr(registry, "project_plugins", lambda pid: looked_up.append(pid) or project_plugins(pid))
+
+    with Chains() as chains:
+        for _ in range(5):
+            assert chains.run(project.id, _event(project)).event["properties"]["marked"]
+
+    assert looked_up == [project.id]
+    assert _lock_is_free()
+
+
+def _lock_is_free() -> bool:
+    """Whether another thread can take the plugin lock (it gives it back at once)."""
+    taken = []
 
     def take_and_give_back():
         taken.append(registry._lock.acquire(timeout=5))
@@ -193,4 +257,4 @@ def test_a_chain_leaves_the_recursion_limit_and_the_lock_as_it_found_them(projec
     thread = threading.Thread(target=take_and_give_back)
     thread.start()
     thread.join()
-    assert taken == [True]
+    return taken == [True]
