@@ -1,6 +1,7 @@
 """The workers' Redis transport (pipeline/broker.py): kombu's acknowledgement emulation, with
-the same keys and contents, on one reused client, and a bulk acknowledgement that the ingestion
-consumer settles a stored batch with (pipeline/ingestion/tasks.py `acknowledge_in_bulk`)."""
+the same keys and contents, on one reused client, a bulk acknowledgement that the ingestion
+consumer settles a stored batch with (pipeline/ingestion/tasks.py `acknowledge_in_bulk`), and
+capture messages left undecoded until their batch runs (pipeline/ingestion/packed.py)."""
 
 import json
 
@@ -11,6 +12,9 @@ from bklog_app.celery import app
 from bklog_app.unacked_refresh import held_tags
 from pipeline import unsettled
 from pipeline.broker import RedisTransport, SentinelTransport, transport_for
+from pipeline.ingestion.message import EVENTS_HEADER, INGEST_TASK_NAME, to_wire
+from pipeline.ingestion.packed import pack
+from pipeline.ingestion.publish import task_message
 from pipeline.ingestion.tasks import Buffered, acknowledge_in_bulk
 from pipeline.redis import _client_for
 
@@ -114,4 +118,25 @@ def test_messages_of_another_transport_are_left_to_acknowledge_one_by_one(own_re
         assert acknowledge_in_bulk([request]) == [request]
         request.acknowledge()
         assert _client_for(own_redis.url).hlen("unacked") == 0
+        queue.close()
+
+
+def test_a_capture_message_is_received_undecoded_and_its_batch_decodes_it(own_redis):
+    parts = [{"token": "t", "project_id": 1, "events": [{"event": "e", "distinct_id": "d"}] * 3, "ip": None,
+              "now": "2026-12-05T00:00:00Z", "sent_at": None}]  # fmt: skip
+    raw = task_message(INGEST_TASK_NAME, "capture-test", to_wire(parts), "()", headers={EVENTS_HEADER: 3})
+    _client_for(own_redis.url).lpush("capture-test", raw)
+    with Connection(own_redis.url, transport=transport_for(own_redis.url)) as connection:
+        queue = connection.SimpleQueue("capture-test")
+        queue.put({"n": 1}, compression="zlib")  # any other message: decoded on receipt, as kombu does
+        captured, other = queue.get(timeout=5), queue.get(timeout=5)
+
+        assert captured.body is None  # neither base64-decoded nor decompressed in the main process
+        assert captured.headers["compression"] == "application/x-gzip"
+        packed, events = pack(captured)
+        assert events == 3
+        assert packed.kwargs == to_wire(parts)
+        assert other.payload == {"n": 1}
+        captured.ack()
+        other.ack()
         queue.close()
