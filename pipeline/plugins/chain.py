@@ -72,12 +72,15 @@ class Chains:
         """Each plugin changes the chain's own copy of `event`, never the caller's. What a plugin
         changed before it raised is undone from the JSON taken before its call: one copy of the
         event per chain and one serialisation per plugin, where a copy per plugin would cost a
-        serialisation and a parse each."""
+        serialisation and a parse each. A built-in that leaves the event it is given unchanged
+        (registry.PluginInstance `leaves_event_unchanged`) needs neither: it is given the event as
+        it stands, and if it raises, the event is still as it was."""
         links = self._links.get(project_id)
         if links is None:
             links = self._links[project_id] = _prepare(project_id)
         result = ChainResult(event=event)
-        current = None  # the chain's copy, made when the first plugin runs
+        current = event  # the event as the chain has it so far
+        private = False  # whether `current` is the chain's own copy, sharing nothing with `event`
         for link in links:
             instance = link.instance
             if instance is None or instance.torn_down:
@@ -90,9 +93,11 @@ class Chains:
                     continue
             if link.process_event is None:
                 continue
-            before = _saved(event if current is None else current)
-            if current is None:
-                current = _restored(before)
+            before = None
+            if not instance.leaves_event_unchanged:
+                before = _saved(current)
+                if not private:
+                    current, private = _restored(before), True
             team_id = current.get("team_id")
             try:
                 output = self._calls.call(instance, link.process_event, (current, instance.meta), link.what)
@@ -102,7 +107,8 @@ class Chains:
                 if is_outage(exc):
                     raise
                 self._links.pop(project_id, None)
-                current = _restored(before)
+                if before is not None:
+                    current = _restored(before)
                 registry.record_failure(link.snapshot, exc, method="process_event", event=current, sink=instance.sink)
                 result.failed.append(link.name)
                 continue
@@ -112,8 +118,7 @@ class Chains:
                 result.event = None
                 return result
             current = output
-        if current is not None:
-            result.event = current
+        result.event = current
         return result
 
 

@@ -93,6 +93,11 @@ class PluginInstance:
     meta: Meta
     sink: LogSink
     torn_down: bool = False
+    # A built-in whose plugin.json says `"leaves_event_unchanged": true`: its process_event returns
+    # the event it was given, a new one or None, and never changes the one given (built-ins are
+    # ours: tests/plugins/test_builtin_modules.py holds each that says so to it). The chain then
+    # neither copies the event for it nor keeps what to undo (pipeline/plugins/chain.py).
+    leaves_event_unchanged: bool = False
 
     @property
     def instance_id(self) -> str:
@@ -350,7 +355,8 @@ def _create(snapshot: ConfigSnapshot) -> PluginInstance | None:
         job_names=snapshot.jobs or _job_names(namespace),
         sink=sink,
     )
-    instance = PluginInstance(snapshot, namespace, meta, sink)
+    leaves_event_unchanged = loaded.shared is not None and loaded.code.manifest.get("leaves_event_unchanged") is True
+    instance = PluginInstance(snapshot, namespace, meta, sink, leaves_event_unchanged=leaves_event_unchanged)
     if not run_setup(instance):
         return None
     sink.system("DEBUG", f"plugin instance {instance_id} set up in process {os.getpid()}")

@@ -1,11 +1,15 @@
 """Built-ins share one executed module between all their configs (pipeline/plugins/registry.py
 `LoadedCode`), so a built-in may keep no module state: what one config's call could change, every
-config would see. This holds each built-in's module to it, statement by statement."""
+config would see. This holds each built-in's module to it, statement by statement. And a built-in
+whose plugin.json says `leaves_event_unchanged` is given the chain's event without a copy
+(pipeline/plugins/chain.py): this holds its process_event to leaving that event as it was."""
 
 import ast
+import copy
 import re
 import textwrap
 import types
+from types import SimpleNamespace
 
 import pytest
 
@@ -90,3 +94,54 @@ def test_the_check_finds_module_state(source, problem):
     namespace: dict = {}
     exec(compile(textwrap.dedent(source), "<test>", "exec"), namespace)  # noqa: S102 - the examples above
     assert problem in module_state_problems(source, namespace)
+
+
+# Configs to run each built-in that says `leaves_event_unchanged` with: one that changes events.
+LEAVES_EVENT_CONFIGS = {
+    "property_filter": [{"properties": "email, $ip, plan, seen"}, {"properties": ""}],
+    "taxonomy_standardiser": [
+        {"naming_convention": convention}
+        for convention in ("camelCase", "PascalCase", "snake_case", "kebab-case", "spaces in between")
+    ],
+}
+EVENTS = [
+    {
+        "event": "Product Viewed",
+        "distinct_id": "user-1",
+        "team_id": 1,
+        "ip": "10.0.0.1",
+        "properties": {"email": "a@example.com", "plan": "pro", "cart": {"items": [1, 2]}, "$ip": "10.0.0.1"},
+        "$set": {"plan": "pro", "seen": ["home"]},
+        "$set_once": {"first_seen": "2026-12-05"},
+    },
+    {"event": "$pageview", "distinct_id": "user-2", "team_id": 1, "properties": {}},
+    {"event": "signed_up", "distinct_id": "user-3", "team_id": 1, "properties": {"plan": "free"}, "$set": None},
+]
+
+
+def _leaving_event_unchanged() -> list[str]:
+    return [
+        name
+        for name in builtin_names()
+        if code_from_folder("builtin", BUILTINS_DIR / name).manifest.get("leaves_event_unchanged") is True
+    ]
+
+
+def test_the_builtins_that_leave_their_event_unchanged_are_those_checked_here():
+    assert sorted(_leaving_event_unchanged()) == sorted(LEAVES_EVENT_CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(LEAVES_EVENT_CONFIGS))
+def test_a_builtin_that_says_it_leaves_its_event_unchanged_does(name):
+    namespace = execute(code_from_folder("builtin", BUILTINS_DIR / name))
+    changed = 0
+    for config in LEAVES_EVENT_CONFIGS[name]:
+        meta = SimpleNamespace(config=config, state={})
+        if "setup_plugin" in namespace:
+            namespace["setup_plugin"](meta)
+        for event in EVENTS:
+            given = copy.deepcopy(event)
+            output = namespace["process_event"](given, meta)
+            assert given == event, f"{name} {config}: process_event changed the event it was given"
+            changed += output != event
+    assert changed, f"{name}: no config changed any event; the check above then proves nothing"

@@ -51,6 +51,26 @@ def test_the_callers_event_is_never_changed(project, local_plugin, install):
     assert result.event["properties"]["enriched"] == 1
 
 
+def test_a_plugin_after_a_builtin_given_the_event_uncopied_still_never_changes_the_callers(
+    project, local_plugin, install
+):
+    """property_filter leaves the event it is given unchanged, so the chain gives it the caller's
+    own; the plugin after it changes its event in place, so it gets the chain's copy, and what it
+    changed before it raised is undone back to the built-in's output."""
+    install({"source_type": "builtin", "builtin": "property_filter"}, config={"properties": "plan"}, order=0)
+    install({"source_type": "local", "path": local_plugin(_BROKEN), "name": "Broken"}, order=1)
+    sent = _event(project)
+    as_sent = copy.deepcopy(sent)
+
+    result = run_process_event_chain(project.id, sent)
+
+    assert sent == as_sent
+    assert [name.split(" (")[0] for name in result.succeeded] == ["Property filter"]
+    assert len(result.failed) == 1
+    assert result.event["properties"] == {"cart": {"items": [1, 2]}}  # filtered, the failed changes undone
+    assert result.event["$set"] == {}
+
+
 _BROKEN = """
 def process_event(event, meta):
     event["properties"]["cart"]["items"].clear()

@@ -7,13 +7,16 @@ def setup_plugin(meta):
 
 
 def process_event(event, meta):
+    """A new event without the dropped properties; the one given is left as it was (plugin.json
+    says so, and the chain relies on it)."""
     drop = meta.state["drop"]
     if not drop:
         return event
+    out = dict(event)
     for key in ("properties", "$set", "$set_once"):
         values = event.get(key)
         if isinstance(values, dict):
-            event[key] = {name: value for name, value in values.items() if name not in drop}
+            out[key] = {name: value for name, value in values.items() if name not in drop}
     if "$ip" in drop:
-        event["ip"] = None
-    return event
+        out["ip"] = None
+    return out

@@ -27,7 +27,10 @@ def standardise(name, convention):
 
 
 def process_event(event, meta):
+    """The event under its standard name, as a new event; the one given is left as it was
+    (plugin.json says so, and the chain relies on it)."""
     name = event.get("event")
-    if isinstance(name, str) and not name.startswith("$"):
-        event["event"] = standardise(name, meta.config.get("naming_convention", "camelCase"))
-    return event
+    if not isinstance(name, str) or name.startswith("$"):
+        return event
+    standard = standardise(name, meta.config.get("naming_convention", "camelCase"))
+    return event if standard == name else {**event, "event": standard}
