@@ -97,6 +97,14 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def _leads_group(pgid: int) -> bool:
+    """Whether the process that led this group still runs and still leads it."""
+    try:
+        return os.getpgid(pgid) == pgid
+    except ProcessLookupError:
+        return False
+
+
 class FaultRunner:
     def __init__(
         self, stack: ChaosStack, project_id: int, token: str, gap: float, on_probe: Callable[[str], None]
@@ -108,6 +116,7 @@ class FaultRunner:
         self.on_probe = on_probe  # a probe uuid answered 200: it joins the accepted set
         self.results: list[FaultResult] = []
         self.recovery_timeout = 300.0
+        self._aimed_group: int | None = None  # a kill_group's target, found before the wait (`_aim`)
 
     def run(self, faults: list[Fault], stop: threading.Event, log=print) -> None:
         for fault in faults:
@@ -116,6 +125,7 @@ class FaultRunner:
             time.sleep(self.gap)
             log(f"  fault: {fault.name}")
             if fault.holds_ingestion:
+                self._aim(fault)
                 self._wait_holding()
             started = time.time()
             restored = self._inject(fault) or time.time()
@@ -149,7 +159,10 @@ class FaultRunner:
         if fault.action == "kill_group":
             # The Celery main process and its pool children: supervisord starts each program in a
             # process group of its own.
-            os.killpg(os.getpgid(self._pid(fault.program)), signal.SIGKILL)
+            group, self._aimed_group = self._aimed_group, None
+            if group is None or not _leads_group(group):
+                group = os.getpgid(self._pid(fault.program))
+            os.killpg(group, signal.SIGKILL)
         elif fault.action == "kill_web_worker":
             workers = children(self._pid(fault.program))
             if not workers:
@@ -165,13 +178,20 @@ class FaultRunner:
             raise ValueError(f"unknown fault action {fault.action!r}")
         return None
 
+    def _aim(self, fault: Fault) -> None:
+        """Find a kill_group's process group before waiting for the worker to hold events: asking
+        supervisord takes longer than a batch holds its messages (50 ms and its run), and the
+        kill after the wait must come at once or it finds them acknowledged and measures none."""
+        if fault.action == "kill_group":
+            self._aimed_group = os.getpgid(self._pid(fault.program))
+
     def _wait_holding(self, timeout: float = 120) -> None:
         """Until the ingestion worker holds some of the measured project's events: a worker still
         starting (the stack restarts every program before the load begins) holds none, and its
         kill would measure nothing."""
         deadline = time.monotonic() + timeout
         while not self._held_uuids() and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.02)
 
     def _unacked_messages(self) -> list[bytes]:
         return self.stack.redis().hvals("unacked")
