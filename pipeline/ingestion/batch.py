@@ -76,40 +76,9 @@ def ingest_messages(messages: list[ReceivedRequest]) -> BatchReport:
     report = BatchReport()
     records = BatchRecords()
     suppressed = SuppressionCheck()
-    normalised: list[_Normalised] = []
     projects = _resolve_projects(messages)
     suppressed.load(project.id for project in projects.values() if project is not None)
-    with Chains() as chains:  # one series of plugin calls for the batch's step 4
-        for message in messages:
-            project = projects[(message.get("token"), message.get("project_id"))]
-            events = message.get("events") or []
-            report.received += len(events)
-            if project is None:
-                report.dropped += len(events)
-                logger.warning(
-                    "dropping events of an unknown project token",
-                    token=str(message.get("token"))[:12] + "...",
-                    events=len(events),
-                )
-                continue
-            context = context_of(message)  # the same for every event of the request: its dead letters share it
-            for raw in events:
-                progress = {"step": "uuid"}
-                try:
-                    result = _steps_2_to_5(
-                        raw, message, project, records, progress, report.chain_costs, suppressed, chains
-                    )
-                except Exception as exc:
-                    if is_outage(exc):
-                        raise
-                    records.dead_letter(project.id, progress["step"], exc, raw, context)
-                    report.dead_lettered += 1
-                    continue
-                if result is None:
-                    report.dropped += 1
-                else:
-                    normalised.append(_Normalised(message["id"], project, *result, raw, context))
-
+    normalised = _steps_2_to_5_of_batch(messages, projects, records, report, suppressed)
     rows = _step_6_persons(normalised, records)
     # The Redis writes that follow the INSERT, sent together: dedup's confirmation first.
     writes = get_redis().pipeline(transaction=False)
@@ -178,6 +147,49 @@ def _resolve_project(message: ReceivedRequest) -> ProjectInfo | None:
     if project is None and message.get("project_id"):
         project = project_by_id(message["project_id"])
     return project
+
+
+def _steps_2_to_5_of_batch(
+    messages: list[ReceivedRequest],
+    projects: dict[tuple, ProjectInfo | None],
+    records: BatchRecords,
+    report: BatchReport,
+    suppressed: SuppressionCheck,
+) -> list[_Normalised]:
+    """Steps 2-5 for every event of the batch, its plugin chains one series of calls (`Chains`);
+    the events of an unknown project are dropped, an event that fails is dead-lettered."""
+    normalised: list[_Normalised] = []
+    with Chains() as chains:  # one series of plugin calls for the batch's step 4
+        for message in messages:
+            project = projects[(message.get("token"), message.get("project_id"))]
+            events = message.get("events") or []
+            report.received += len(events)
+            if project is None:
+                report.dropped += len(events)
+                logger.warning(
+                    "dropping events of an unknown project token",
+                    token=str(message.get("token"))[:12] + "...",
+                    events=len(events),
+                )
+                continue
+            context = context_of(message)  # the same for every event of the request: its dead letters share it
+            for raw in events:
+                progress = {"step": "uuid"}
+                try:
+                    result = _steps_2_to_5(
+                        raw, message, project, records, progress, report.chain_costs, suppressed, chains
+                    )
+                except Exception as exc:
+                    if is_outage(exc):
+                        raise
+                    records.dead_letter(project.id, progress["step"], exc, raw, context)
+                    report.dead_lettered += 1
+                    continue
+                if result is None:
+                    report.dropped += 1
+                else:
+                    normalised.append(_Normalised(message["id"], project, *result, raw, context))
+    return normalised
 
 
 def _steps_2_to_5(
